@@ -1,0 +1,234 @@
+"""Settings: one frozen pydantic-settings object for every process.
+
+Values come, highest priority first, from keyword arguments, ``STREAMREC_*`` environment variables
+(nested groups use ``__``: ``STREAMREC_KAFKA__BOOTSTRAP_SERVERS``), an optional ``.env``-style file
+named by ``STREAMREC_ENV_FILE`` (default ``streamrec.env`` in the working directory, if present),
+and the defaults below. Every field is documented in the README's configuration table, which
+``tests/test_config.py`` checks against this module.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "ApiSettings",
+    "KafkaSettings",
+    "RedisSettings",
+    "Settings",
+    "StackSettings",
+    "StreamSettings",
+    "TopicSettings",
+    "get_settings",
+]
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(BaseModel):
+    """How every streamrec process reaches Kafka (any Kafka-protocol broker)."""
+
+    model_config = _FROZEN
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security.protocol."
+    )
+    sasl_mechanism: str | None = Field(
+        None, description="SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)."
+    )
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
+    ssl_cafile: str | None = Field(None, description="CA bundle for SSL / SASL_SSL.")
+    client_id: str = Field("streamrec", description="Client id prefix sent to the broker.")
+    producer_linger_ms: int = Field(5, ge=0, description="Producer batching delay.")
+    extra: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra librdkafka properties merged into producer/consumer configs.",
+    )
+
+    def librdkafka(self) -> dict[str, Any]:
+        """Common librdkafka (confluent-kafka) properties."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+            "client.id": self.client_id,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_cafile:
+            conf["ssl.ca.location"] = self.ssl_cafile
+        conf.update(self.extra)
+        return conf
+
+    def aiokafka(self) -> dict[str, Any]:
+        """Common aiokafka keyword arguments."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "security_protocol": self.security_protocol,
+            "client_id": self.client_id,
+        }
+        if self.sasl_mechanism:
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            import ssl
+
+            kwargs["ssl_context"] = ssl.create_default_context(cafile=self.ssl_cafile)
+        return kwargs
+
+
+class TopicSettings(BaseModel):
+    """Topic names and how `streamrec topics create` provisions them."""
+
+    model_config = _FROZEN
+
+    events: str = Field("streamrec.events", description="Incoming user events.")
+    recommendations: str = Field("streamrec.recommendations", description="Ranked output.")
+    rewards: str = Field("streamrec.rewards", description="Attributed rewards (feedback).")
+    dead_letters: str = Field("streamrec.dead-letters", description="Rejected input + reason.")
+    partitions: int = Field(4, ge=1, description="Partitions of the events topic.")
+    output_partitions: int = Field(4, ge=1, description="Partitions of the other topics.")
+    replication_factor: int = Field(1, ge=1, description="Replication factor of every topic.")
+
+    def all(self) -> dict[str, int]:
+        """Topic name -> partition count."""
+        return {
+            self.events: self.partitions,
+            self.recommendations: self.output_partitions,
+            self.rewards: self.output_partitions,
+            self.dead_letters: self.output_partitions,
+        }
+
+
+class RedisSettings(BaseModel):
+    """Where state lives and how long it stays."""
+
+    model_config = _FROZEN
+
+    url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL (redis:// or rediss://).")
+    key_prefix: str = Field("sr", description="Prefix of every key streamrec writes.")
+    session_ttl_s: int = Field(1800 * 4, ge=60, description="TTL of session keys.")
+    user_ttl_s: int = Field(86400 * 90, ge=60, description="TTL of user keys.")
+    dedup_ttl_s: int = Field(86400 * 7, ge=60, description="How long an event_id is remembered.")
+    session_len: int = Field(50, ge=1, description="Items kept per session.")
+    user_history_len: int = Field(200, ge=1, description="Items kept per user.")
+    popularity_half_life_s: float = Field(
+        3600.0 * 24, gt=0, description="Half-life of the decayed item popularity (event time)."
+    )
+
+
+class StreamSettings(BaseModel):
+    """The stream worker's behaviour."""
+
+    model_config = _FROZEN
+
+    app_id: str = Field("streamrec-worker", description="Faust app id = Kafka consumer group.")
+    recommend_on: tuple[str, ...] = Field(
+        ("view", "click"), description="Event types that trigger a recommendation."
+    )
+    top_k: int = Field(10, ge=1, le=500, description="Items per recommendation.")
+    batch_size: int = Field(256, ge=1, description="Max events ranked in one micro-batch.")
+    batch_max_wait_ms: int = Field(20, ge=0, description="Max wait to fill a micro-batch.")
+    max_event_bytes: int = Field(
+        64 * 1024, ge=256, description="Larger payloads are dead-lettered."
+    )
+    reward_window_s: int = Field(1800, ge=1, description="Attribution window for rewards.")
+    reward_values: dict[str, float] = Field(
+        default_factory=lambda: {"click": 1.0, "add_to_cart": 3.0, "purchase": 10.0},
+        description="Reward by event type for an attributed event.",
+    )
+    ranker: str = Field("popularity", description="Ranker name (popularity, model).")
+    web_port: int = Field(6066, ge=0, le=65535, description="Faust web port of the worker.")
+
+
+class ApiSettings(BaseModel):
+    """HTTP API."""
+
+    model_config = _FROZEN
+
+    host: str = Field("127.0.0.1", description="Bind address of the HTTP API.")
+    port: int = Field(8000, ge=0, le=65535, description="Port of the HTTP API.")
+    max_k: int = Field(100, ge=1, description="Largest k a client may ask for.")
+
+
+class StackSettings(BaseModel):
+    """The local stack (`streamrec stack`): real Kafka (KRaft) and Redis, no Docker."""
+
+    model_config = _FROZEN
+
+    kafka_version: str = Field("4.1.1", description="Apache Kafka version from Maven Central.")
+    scala_version: str = Field("2.13", description="Scala suffix of the kafka artifact.")
+    log4j_version: str = Field("2.24.3", description="log4j2 version for the broker's logging.")
+    kafka_port: int = Field(9092, ge=1, le=65535, description="Kafka client port.")
+    controller_port: int = Field(9093, ge=1, le=65535, description="KRaft controller port.")
+    kafka_heap: str = Field("512m", description="Broker JVM heap (-Xmx and -Xms).")
+    redis_port: int = Field(6379, ge=1, le=65535, description="Redis port.")
+    redis_server: str = Field("redis-server", description="redis-server binary.")
+    prometheus_port: int = Field(9090, ge=1, le=65535, description="Prometheus port.")
+    prometheus_bin: str = Field("prometheus", description="prometheus binary.")
+    start_timeout_s: float = Field(90.0, gt=0, description="Max wait for a component to be ready.")
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("STREAMREC_HOME", Path.cwd() / ".streamrec"))
+
+
+class Settings(BaseSettings):
+    """Every setting of streamrec. Immutable; build once in an entry point and pass it down."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMREC_",
+        env_nested_delimiter="__",
+        env_file=os.environ.get("STREAMREC_ENV_FILE", "streamrec.env"),
+        extra="ignore",
+        frozen=True,
+    )
+
+    home: Path = Field(default_factory=_default_home, description="Root of state, cache, logs.")
+    data_dir: Path | None = Field(None, description="Datasets and models (default: home/data).")
+    cache_dir: Path | None = Field(None, description="Downloaded jars (default: home/cache).")
+    metrics_port: int = Field(9108, ge=0, le=65535, description="Prometheus /metrics port.")
+    log_level: str = Field("INFO", description="Python log level.")
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)  # type: ignore[arg-type]
+    topics: TopicSettings = Field(default_factory=TopicSettings)  # type: ignore[arg-type]
+    redis: RedisSettings = Field(default_factory=RedisSettings)  # type: ignore[arg-type]
+    stream: StreamSettings = Field(default_factory=StreamSettings)  # type: ignore[arg-type]
+    api: ApiSettings = Field(default_factory=ApiSettings)  # type: ignore[arg-type]
+    stack: StackSettings = Field(default_factory=StackSettings)  # type: ignore[arg-type]
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+    @property
+    def data_path(self) -> Path:
+        return self.data_dir or self.home / "data"
+
+    @property
+    def cache_path(self) -> Path:
+        return self.cache_dir or self.home / "cache"
+
+    @property
+    def state_path(self) -> Path:
+        """Where the local stack keeps broker/Redis data, pids and logs."""
+        return self.home / "stack"
+
+
+def get_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment, with keyword overrides on top."""
+    return Settings(**overrides)

@@ -1,0 +1,335 @@
+"""The event contract: input events, recommendation and reward records, and their validation.
+
+Wire format: UTF-8 JSON objects, one per Kafka record. Events are keyed by ``session_id`` (or
+``user_id`` when there is no session) so one session's events stay ordered in one partition.
+
+``schema_version`` is 1. A reader accepts any version it knows; an unknown version is rejected
+with reason ``unsupported_version`` rather than guessed at. ``python -m streamrec.events`` (or
+``streamrec schema``) writes the JSON Schema published in ``streamrec/schemas/``.
+
+Validation (:func:`decode_event`) raises :class:`~streamrec.errors.InvalidEvent` with one of the
+stable reason codes in :data:`REASONS`; consumers route such records to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
+
+from streamrec.errors import InvalidEvent
+
+__all__ = [
+    "REASONS",
+    "SCHEMA_VERSION",
+    "AddToCartEvent",
+    "ClickEvent",
+    "Event",
+    "EventContext",
+    "EventType",
+    "PurchaseEvent",
+    "RatingEvent",
+    "Recommendation",
+    "RecommendedItem",
+    "Reward",
+    "ViewEvent",
+    "decode_event",
+    "encode",
+    "event_key",
+    "json_schemas",
+    "make_event",
+]
+
+SCHEMA_VERSION = 1
+
+#: Stable reason codes of rejected records (metric label and dead-letter header).
+REASONS = (
+    "empty",
+    "oversize",
+    "not_utf8",
+    "malformed_json",
+    "not_an_object",
+    "unsupported_version",
+    "unknown_type",
+    "missing_field",
+    "invalid_field",
+    "unexpected_field",
+)
+
+_ID_MAX = 256
+
+
+def _coerce_id(value: Any) -> Any:
+    """Ids may arrive as JSON numbers from other clients; store them as strings."""
+    if isinstance(value, bool):  # bool is an int; never an id
+        return value
+    if isinstance(value, int):
+        return str(value)
+    return value
+
+
+Id = Annotated[
+    str,
+    BeforeValidator(_coerce_id),
+    Field(min_length=1, max_length=_ID_MAX, pattern=r"^[^\x00-\x1f]+$"),
+]
+
+
+class EventType(StrEnum):
+    VIEW = "view"
+    CLICK = "click"
+    ADD_TO_CART = "add_to_cart"
+    PURCHASE = "purchase"
+    RATING = "rating"
+
+
+class EventContext(BaseModel):
+    """Optional context of an event. Unknown keys are kept (string values only)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    device: str | None = Field(None, max_length=64, description="e.g. mobile, desktop, tv")
+    page: str | None = Field(None, max_length=128, description="Where the event happened.")
+    rec_id: str | None = Field(
+        None, max_length=_ID_MAX, description="Recommendation the user acted on, if known."
+    )
+    position: int | None = Field(None, ge=0, description="Position of the item in that list.")
+
+
+class _EventBase(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = 1
+    event_id: Id = Field(description="Unique id; redelivery of the same id changes nothing.")
+    user_id: Id
+    session_id: Id | None = None
+    item_id: Id
+    timestamp: datetime = Field(description="Event time: ISO-8601 or epoch seconds; UTC if naive.")
+    context: EventContext | None = None
+
+    @field_validator("timestamp")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    @property
+    def key(self) -> str:
+        """Partition key: the session, else the user."""
+        return self.session_id or self.user_id
+
+    @property
+    def ts(self) -> float:
+        """Event time as epoch seconds."""
+        return self.timestamp.timestamp()
+
+
+class ViewEvent(_EventBase):
+    type: Literal[EventType.VIEW] = EventType.VIEW
+
+
+class ClickEvent(_EventBase):
+    type: Literal[EventType.CLICK] = EventType.CLICK
+
+
+class AddToCartEvent(_EventBase):
+    type: Literal[EventType.ADD_TO_CART] = EventType.ADD_TO_CART
+    value: float | None = Field(None, ge=0, allow_inf_nan=False, description="Quantity or price.")
+
+
+class PurchaseEvent(_EventBase):
+    type: Literal[EventType.PURCHASE] = EventType.PURCHASE
+    value: float | None = Field(None, ge=0, allow_inf_nan=False, description="Price paid.")
+
+
+class RatingEvent(_EventBase):
+    type: Literal[EventType.RATING] = EventType.RATING
+    value: float = Field(allow_inf_nan=False, description="The rating given.")
+
+
+Event = Annotated[
+    ViewEvent | ClickEvent | AddToCartEvent | PurchaseEvent | RatingEvent,
+    Field(discriminator="type"),
+]
+_EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
+_EVENT_CLASSES: dict[str, type[_EventBase]] = {
+    "view": ViewEvent,
+    "click": ClickEvent,
+    "add_to_cart": AddToCartEvent,
+    "purchase": PurchaseEvent,
+    "rating": RatingEvent,
+}
+
+
+class RecommendedItem(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    item_id: str
+    score: float
+    position: int = Field(ge=0)
+    propensity: float | None = Field(
+        None, ge=0, le=1, description="Probability the policy showed this item here."
+    )
+    explanation: list[str] | None = Field(
+        None, description="History items that contributed most to this item's score."
+    )
+
+
+class Recommendation(BaseModel):
+    """A ranked list published to the recommendations topic (and returned over HTTP)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: Literal[1] = 1
+    rec_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    user_id: str | None = None
+    session_id: str | None = None
+    event_id: str | None = Field(None, description="Event that triggered it (None: pull request).")
+    items: list[RecommendedItem]
+    model_version: str
+    policy: str
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    event_time: datetime | None = Field(None, description="Time of the triggering event.")
+
+
+class Reward(BaseModel):
+    """Feedback: an event on a recommended item within the attribution window."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: Literal[1] = 1
+    rec_id: str
+    user_id: str
+    session_id: str | None
+    item_id: str
+    position: int
+    event_id: str
+    event_type: str
+    reward: float
+    propensity: float | None = None
+    policy: str
+    model_version: str
+    delay_s: float = Field(description="Seconds from the recommendation to the event.")
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+def _reason(error: ValidationError) -> tuple[str, str]:
+    first = error.errors()[0]
+    kind = first["type"]
+    loc = ".".join(str(part) for part in first["loc"])
+    detail = f"{loc}: {first['msg']}" if loc else first["msg"]
+    if kind in ("union_tag_invalid",):
+        return "unknown_type", detail
+    if kind == "union_tag_not_found" or kind == "missing":
+        return "missing_field", detail
+    if kind == "extra_forbidden":
+        return "unexpected_field", detail
+    return "invalid_field", detail
+
+
+def decode_event(raw: bytes | bytearray | memoryview | None, *, max_bytes: int = 65536) -> Any:
+    """Validate one wire record and return the typed event.
+
+    Raises:
+        InvalidEvent: with a reason from :data:`REASONS`.
+    """
+    if raw is None or len(raw) == 0:
+        raise InvalidEvent("empty", "record has no value")
+    if len(raw) > max_bytes:
+        raise InvalidEvent("oversize", f"{len(raw)} bytes > limit {max_bytes}")
+    try:
+        text = bytes(raw).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent("not_utf8", str(exc)) from exc
+    try:
+        payload = json.loads(text, parse_constant=_reject_constant)
+    except (json.JSONDecodeError, ValueError, RecursionError) as exc:
+        raise InvalidEvent("malformed_json", str(exc)[:200]) from exc
+    if not isinstance(payload, dict):
+        raise InvalidEvent("not_an_object", f"expected a JSON object, got {type(payload).__name__}")
+    version = payload.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise InvalidEvent("unsupported_version", f"schema_version {version!r} is not 1")
+    kind = payload.get("type")
+    if kind is not None and kind not in _EVENT_CLASSES:
+        raise InvalidEvent("unknown_type", f"type {str(kind)[:64]!r} is not one of {_types()}")
+    try:
+        return _EVENT_ADAPTER.validate_python(payload)
+    except ValidationError as exc:
+        reason, detail = _reason(exc)
+        raise InvalidEvent(reason, detail) from exc
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def _types() -> str:
+    return ", ".join(_EVENT_CLASSES)
+
+
+def make_event(type: str, **fields: Any) -> Any:
+    """Build (and validate) an event of the given type from Python values."""
+    try:
+        cls = _EVENT_CLASSES[type]
+    except KeyError as exc:
+        raise InvalidEvent("unknown_type", f"type {type!r} is not one of {_types()}") from exc
+    try:
+        return cls(**fields)
+    except ValidationError as exc:
+        reason, detail = _reason(exc)
+        raise InvalidEvent(reason, detail) from exc
+
+
+def encode(record: BaseModel) -> bytes:
+    """Wire encoding of any record (compact JSON, UTF-8)."""
+    return record.model_dump_json(exclude_none=True).encode("utf-8")
+
+
+def event_key(event: Any) -> bytes:
+    return str(event.key).encode("utf-8")
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """The published JSON Schemas, by file name."""
+    event_schema = _EVENT_ADAPTER.json_schema()
+    event_schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    event_schema["title"] = "streamrec event v1"
+    rec_schema = Recommendation.model_json_schema()
+    rec_schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    reward_schema = Reward.model_json_schema()
+    reward_schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return {
+        "event.v1.json": event_schema,
+        "recommendation.v1.json": rec_schema,
+        "reward.v1.json": reward_schema,
+    }
+
+
+def write_schemas(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, schema in json_schemas().items():
+        path = directory / name
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":  # pragma: no cover
+    for written_path in write_schemas(Path(__file__).parent / "schemas"):
+        print(written_path)

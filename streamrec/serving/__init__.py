@@ -1,0 +1,1 @@
+"""Serving: the ranker interface, rankers, and the HTTP API."""

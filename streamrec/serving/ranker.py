@@ -1,0 +1,65 @@
+"""The ranker interface: the one seam between the stream/HTTP paths and any model.
+
+A ranker takes a *batch* of histories (one per request) with their contexts and returns, per
+request, the top-k candidates with scores, never including items in ``exclude``. The popularity
+baseline, the sequence models and the RL re-ranker all implement it, so the worker and the HTTP
+API never change when the model does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+__all__ = ["History", "RankContext", "Ranked", "Ranker"]
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """What is known about one request's user: items oldest first."""
+
+    items: Sequence[str]
+    user_id: str | None = None
+    session_id: str | None = None
+    #: Items never to recommend (already seen); defaults to ``items``.
+    exclude: frozenset[str] | None = None
+
+    def excluded(self) -> frozenset[str]:
+        return self.exclude if self.exclude is not None else frozenset(self.items)
+
+
+@dataclass(frozen=True, slots=True)
+class RankContext:
+    """Request context; every field optional."""
+
+    hour: int | None = None
+    device: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    """Top-k for one request, best first."""
+
+    item_ids: list[str]
+    scores: list[float]
+    #: Per item, the history items that contributed most (optional).
+    explanations: list[list[str]] | None = None
+    #: Per item, the probability the (stochastic) policy put it there (optional).
+    propensities: list[float] | None = None
+
+
+@runtime_checkable
+class Ranker(Protocol):
+    """Anything that ranks candidates for a batch of histories."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    def rank(
+        self, histories: Sequence[History], contexts: Sequence[RankContext], k: int
+    ) -> list[Ranked]: ...
