@@ -47,6 +47,10 @@ class KafkaSettings(BaseModel):
     ssl_cafile: str | None = Field(None, description="CA bundle for SSL / SASL_SSL.")
     client_id: str = Field("streamrec", description="Client id prefix sent to the broker.")
     producer_linger_ms: int = Field(5, ge=0, description="Producer batching delay.")
+    producer_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "none",
+        description="Producer compression; consumers must support it (aiokafka needs extras).",
+    )
     extra: dict[str, str] = Field(
         default_factory=dict,
         description="Extra librdkafka properties merged into producer/consumer configs.",

@@ -27,6 +27,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -51,6 +52,7 @@ __all__ = [
     "event_key",
     "json_schemas",
     "make_event",
+    "parse_event",
 ]
 
 SCHEMA_VERSION = 1
@@ -81,10 +83,28 @@ def _coerce_id(value: Any) -> Any:
     return value
 
 
+_ID_PATTERN = r"^[^\x00-\x1f]+$"
 Id = Annotated[
     str,
     BeforeValidator(_coerce_id),
-    Field(min_length=1, max_length=_ID_MAX, pattern=r"^[^\x00-\x1f]+$"),
+    Field(min_length=1, max_length=_ID_MAX, pattern=_ID_PATTERN),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "minLength": 1, "maxLength": _ID_MAX, "pattern": _ID_PATTERN},
+                {"type": "integer"},
+            ]
+        }
+    ),
+]
+Timestamp = Annotated[
+    datetime,
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
+            "description": "ISO-8601 (UTC if no offset) or epoch seconds",
+        }
+    ),
 ]
 
 
@@ -117,7 +137,7 @@ class _EventBase(BaseModel):
     user_id: Id
     session_id: Id | None = None
     item_id: Id
-    timestamp: datetime = Field(description="Event time: ISO-8601 or epoch seconds; UTC if naive.")
+    timestamp: Timestamp = Field(description="Event time: ISO-8601 or epoch seconds; UTC if naive.")
     context: EventContext | None = None
 
     @field_validator("timestamp")
@@ -267,11 +287,7 @@ def decode_event(raw: bytes | bytearray | memoryview | None, *, max_bytes: int =
     kind = payload.get("type")
     if kind is not None and kind not in _EVENT_CLASSES:
         raise InvalidEvent("unknown_type", f"type {str(kind)[:64]!r} is not one of {_types()}")
-    try:
-        return _EVENT_ADAPTER.validate_python(payload)
-    except ValidationError as exc:
-        reason, detail = _reason(exc)
-        raise InvalidEvent(reason, detail) from exc
+    return parse_event(payload)
 
 
 def _reject_constant(name: str) -> float:
@@ -280,6 +296,17 @@ def _reject_constant(name: str) -> float:
 
 def _types() -> str:
     return ", ".join(_EVENT_CLASSES)
+
+
+def parse_event(payload: Any) -> Any:
+    """Validate an already-decoded payload (a dict, or an event instance) into a typed event."""
+    if isinstance(payload, _EventBase):
+        return payload
+    try:
+        return _EVENT_ADAPTER.validate_python(payload)
+    except ValidationError as exc:
+        reason, detail = _reason(exc)
+        raise InvalidEvent(reason, detail) from exc
 
 
 def make_event(type: str, **fields: Any) -> Any:

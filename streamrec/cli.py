@@ -1,0 +1,212 @@
+"""The ``streamrec`` command. Composition happens here: settings are built once and passed down."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from streamrec.config import Settings, get_settings
+from streamrec.errors import StreamrecError
+
+app = typer.Typer(
+    name="streamrec",
+    help="Real-time recommender on Kafka + Redis. Run `streamrec COMMAND --help` for details.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+stack_app = typer.Typer(help="Local stack: real Kafka (KRaft) + Redis (+ Prometheus), no Docker.")
+topics_app = typer.Typer(help="Kafka topics used by streamrec.")
+app.add_typer(stack_app, name="stack")
+app.add_typer(topics_app, name="topics")
+
+console = Console()
+
+
+def _settings() -> Settings:
+    settings = get_settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return settings
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {exc}")
+    return typer.Exit(code=1)
+
+
+# --- stack -----------------------------------------------------------------------------------
+
+
+@stack_app.command("up")
+def stack_up(
+    with_prometheus: Annotated[
+        bool, typer.Option("--with-prometheus", help="Also start Prometheus.")
+    ] = False,
+) -> None:
+    """Start Kafka and Redis (idempotent) and wait until both answer."""
+    from streamrec.stack import Stack
+
+    settings = _settings()
+    try:
+        statuses = Stack(settings, with_prometheus=with_prometheus).up()
+    except StreamrecError as exc:
+        raise _fail(exc) from exc
+    _print_status(statuses)
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop the processes this stack started (data is kept)."""
+    from streamrec.stack import Stack
+
+    stopped = Stack(_settings()).down()
+    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@stack_app.command("status")
+def stack_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Each component's state, PID, address and version."""
+    from dataclasses import asdict
+
+    from streamrec.stack import Stack
+
+    statuses = Stack(_settings()).status()
+    if as_json:
+        print(json.dumps([asdict(status) for status in statuses], indent=2))
+    else:
+        _print_status(statuses)
+
+
+@stack_app.command("logs")
+def stack_logs(
+    component: Annotated[str | None, typer.Argument(help="kafka, redis or prometheus.")] = None,
+    lines: Annotated[int, typer.Option("-n", "--lines", help="Lines per component.")] = 40,
+) -> None:
+    """Show the last lines of the components' logs."""
+    from streamrec.stack import Stack
+
+    for name, text in Stack(_settings()).logs(component, lines).items():
+        console.rule(name)
+        console.print(text, markup=False, highlight=False)
+
+
+def _print_status(statuses: list) -> None:  # type: ignore[type-arg]
+    table = Table("component", "state", "pid", "address", "version", "log")
+    for status in statuses:
+        color = {"running": "green", "stopped": "yellow"}.get(status.state, "red")
+        table.add_row(
+            status.name,
+            f"[{color}]{status.state}[/]",
+            str(status.pid or "-"),
+            status.address,
+            status.version,
+            status.log,
+        )
+    console.print(table)
+
+
+# --- topics ----------------------------------------------------------------------------------
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create the events, recommendations, rewards and dead-letter topics if missing."""
+    from streamrec.client import create_topics
+
+    settings = _settings()
+    try:
+        result = create_topics(settings)
+    except StreamrecError as exc:
+        raise _fail(exc) from exc
+    for name, state in result.items():
+        console.print(f"{name}: {state} ({settings.topics.all()[name]} partitions)")
+
+
+@topics_app.command("counts")
+def topics_counts() -> None:
+    """Records currently held in each streamrec topic."""
+    from streamrec.client import topic_counts
+
+    settings = _settings()
+    for name, count in topic_counts(settings, list(settings.topics.all())).items():
+        console.print(f"{name}: {count}")
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+@app.command()
+def replay(
+    dataset: Annotated[str, typer.Option(help="ml-1m or a CSV/TSV/Parquet path.")] = "ml-1m",
+    limit: Annotated[int | None, typer.Option(help="Only the first N events by time.")] = None,
+    rate: Annotated[float | None, typer.Option(help="Events per second (default: max).")] = None,
+    as_type: Annotated[
+        str | None, typer.Option(help="Publish every interaction as this event type.")
+    ] = None,
+    session_gap: Annotated[int, typer.Option(help="Seconds of inactivity that end a session.")] = (
+        1800
+    ),
+) -> None:
+    """Publish an interaction log to the events topic in timestamp order."""
+    from streamrec.client import EventProducer
+    from streamrec.data import load_dataset
+    from streamrec.data.replay import iter_events
+    from streamrec.data.replay import replay as run_replay
+
+    settings = _settings()
+    try:
+        frame = load_dataset(dataset, limit=limit)
+        source = Path(dataset).stem if Path(dataset).exists() else dataset
+        with EventProducer(settings) as producer:
+            sent = run_replay(
+                iter_events(frame, source=source, as_type=as_type, session_gap_s=session_gap),
+                producer.send,
+                total=len(frame),
+                rate=rate,
+            )
+    except StreamrecError as exc:
+        raise _fail(exc) from exc
+    console.print(f"replayed {sent} events from {dataset} to {settings.topics.events}")
+
+
+@app.command()
+def schema(
+    out: Annotated[Path, typer.Option(help="Directory for the JSON Schema files.")] = Path(
+        "streamrec/schemas"
+    ),
+) -> None:
+    """Write the JSON Schemas of events, recommendations and rewards."""
+    from streamrec.events import write_schemas
+
+    for path in write_schemas(out):
+        console.print(str(path))
+
+
+@app.command()
+def demo(
+    events: Annotated[int, typer.Option(help="ML-1M events to replay.")] = 20000,
+) -> None:
+    """Bring up the stack, create topics, replay real ML-1M events and show what arrived."""
+    from streamrec.demo import run_demo
+
+    try:
+        run_demo(_settings(), events=events, console=console)
+    except StreamrecError as exc:
+        raise _fail(exc) from exc
+
+
+def main() -> None:  # pragma: no cover
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,358 @@
+"""Producer SDK, recommendation consumer helper, topic provisioning (confluent-kafka).
+
+>>> with EventProducer(settings) as producer:
+...     producer.send({"event_id": "e1", "user_id": "u1", "session_id": "s1",
+...                    "item_id": "i9", "type": "click", "timestamp": 1700000000})
+... # leaving the block flushes and raises DeliveryError if anything was not delivered
+
+The producer is idempotent with ``acks=all``; events are validated before they are sent (an
+invalid event raises :class:`~streamrec.errors.InvalidEvent` at the call site, it never reaches
+Kafka) and keyed by session (else user) so a session stays ordered in one partition.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streamrec.config import Settings
+from streamrec.errors import StreamrecError
+from streamrec.events import Recommendation, encode, event_key, parse_event
+
+__all__ = [
+    "ConsumedEvent",
+    "DeliveryError",
+    "DeliveryStats",
+    "EventConsumer",
+    "EventProducer",
+    "RecommendationConsumer",
+    "create_topics",
+    "topic_counts",
+]
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryError(StreamrecError):
+    """Some records were not acknowledged by the broker."""
+
+
+@dataclass
+class DeliveryStats:
+    sent: int = 0
+    delivered: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class EventProducer:
+    """Validating, idempotent producer of streamrec events."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        topic: str | None = None,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topic = topic or settings.topics.events
+        self.stats = DeliveryStats()
+        self._on_delivery = on_delivery
+        conf = {
+            **settings.kafka.librdkafka(),
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": settings.kafka.producer_linger_ms,
+            "compression.type": settings.kafka.producer_compression,
+            "batch.num.messages": 10000,
+            **(config or {}),
+        }
+        self._producer = Producer(conf)
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            self.stats.delivered += 1
+        else:
+            self.stats.failed += 1
+            if len(self.stats.errors) < 100:
+                self.stats.errors.append(str(err))
+        if self._on_delivery is not None:
+            self._on_delivery(err, msg)
+
+    def send(self, event: Any, *, headers: Mapping[str, bytes] | None = None) -> None:
+        """Validate and enqueue one event (a dict or an event model)."""
+        typed = parse_event(event)
+        self.send_raw(encode(typed), key=event_key(typed), headers=headers)
+
+    def send_raw(
+        self,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Mapping[str, bytes] | None = None,
+    ) -> None:
+        """Enqueue bytes as they are (no validation): for replaying foreign data or tests."""
+        while True:
+            try:
+                self._producer.produce(
+                    self.topic,
+                    value=value,
+                    key=key,
+                    headers=list((headers or {}).items()) or None,
+                    on_delivery=self._delivered,
+                )
+                break
+            except BufferError:
+                # Local queue full: serve delivery reports, then try again.
+                self._producer.poll(0.1)
+        self.stats.sent += 1
+        self._producer.poll(0)
+
+    def flush(self, timeout: float = 30.0) -> DeliveryStats:
+        """Wait for every delivery report; raise DeliveryError if any record failed."""
+        remaining = self._producer.flush(timeout)
+        if remaining:
+            raise DeliveryError(f"{remaining} records not delivered within {timeout}s")
+        if self.stats.failed:
+            raise DeliveryError(
+                f"{self.stats.failed} of {self.stats.sent} records failed: {self.stats.errors[:3]}"
+            )
+        return self.stats
+
+    def __enter__(self) -> EventProducer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.flush()
+        else:
+            self._producer.flush(5)
+
+
+class RecommendationConsumer:
+    """Iterate recommendation records from the recommendations topic."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        group_id: str,
+        topic: str | None = None,
+        from_beginning: bool = True,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        conf = {
+            **settings.kafka.librdkafka(),
+            "group.id": group_id,
+            "auto.offset.reset": "earliest" if from_beginning else "latest",
+            "enable.auto.commit": True,
+            **(config or {}),
+        }
+        self._consumer = Consumer(conf)
+        self._consumer.subscribe([topic or settings.topics.recommendations])
+
+    def poll(self, timeout: float = 1.0) -> Recommendation | None:
+        msg = self._consumer.poll(timeout)
+        if msg is None:
+            return None
+        if msg.error():
+            raise KafkaException(msg.error())
+        return Recommendation.model_validate_json(msg.value() or b"")
+
+    def __iter__(self) -> Iterator[Recommendation]:
+        while True:
+            rec = self.poll()
+            if rec is not None:
+                yield rec
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> RecommendationConsumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def create_topics(settings: Settings, *, timeout: float = 30.0) -> dict[str, str]:
+    """Create every streamrec topic that does not exist. Returns name -> created|exists."""
+    admin = AdminClient(settings.kafka.librdkafka())
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    wanted = settings.topics.all()
+    result = {name: "exists" for name in wanted if name in existing}
+    new = [
+        NewTopic(name, num_partitions=parts, replication_factor=settings.topics.replication_factor)
+        for name, parts in wanted.items()
+        if name not in existing
+    ]
+    if not new:
+        return result
+    for name, future in admin.create_topics(new, operation_timeout=timeout).items():
+        try:
+            future.result(timeout)
+            result[name] = "created"
+        except KafkaException as exc:
+            if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                result[name] = "exists"
+            else:
+                raise StreamrecError(f"cannot create topic {name}: {exc}") from exc
+    return result
+
+
+def topic_counts(settings: Settings, topics: list[str], *, timeout: float = 10.0) -> dict[str, int]:
+    """Records currently held per topic (sum over partitions of high - low watermark)."""
+    from confluent_kafka import TopicPartition
+
+    consumer = Consumer({**settings.kafka.librdkafka(), "group.id": "streamrec-counts"})
+    try:
+        metadata = consumer.list_topics(timeout=timeout)
+        counts = {}
+        for topic in topics:
+            if topic not in metadata.topics:
+                counts[topic] = 0
+                continue
+            total = 0
+            for partition in metadata.topics[topic].partitions:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=timeout
+                )
+                total += high - low
+            counts[topic] = total
+        return counts
+    finally:
+        consumer.close()
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumedEvent:
+    """A valid event with where it came from."""
+
+    event: Any
+    topic: str
+    partition: int
+    offset: int
+    append_time: float  # broker/producer timestamp of the record, epoch seconds
+
+
+class EventConsumer:
+    """A validating consumer of the events topic for processes outside the faust worker.
+
+    Invalid records are written to the dead-letter topic (with reason headers, see
+    :mod:`streamrec.deadletter`) and counted; they never reach the caller. Offsets are committed
+    only by :meth:`commit`, after the dead letters of the batch are acknowledged, so a crash
+    between poll and commit redelivers rather than loses.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        group_id: str,
+        topic: str | None = None,
+        from_beginning: bool = True,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        from streamrec.deadletter import DeadLetter
+        from streamrec.events import decode_event
+
+        self._dead_letter = DeadLetter
+        self._decode = decode_event
+        self.settings = settings
+        self.group_id = group_id
+        self.dead_lettered = 0
+        self._consumer = Consumer(
+            {
+                **settings.kafka.librdkafka(),
+                "group.id": group_id,
+                "auto.offset.reset": "earliest" if from_beginning else "latest",
+                "enable.auto.commit": False,
+                **(config or {}),
+            }
+        )
+        self._dlq = Producer(
+            {**settings.kafka.librdkafka(), "enable.idempotence": True, "acks": "all"}
+        )
+        self._consumer.subscribe([topic or settings.topics.events])
+
+    def poll_batch(self, max_records: int = 500, timeout: float = 1.0) -> list[ConsumedEvent]:
+        from streamrec import metrics
+        from streamrec.errors import InvalidEvent
+
+        out: list[ConsumedEvent] = []
+        for msg in self._consumer.consume(max_records, timeout):
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaException(msg.error())
+            value = msg.value()
+            try:
+                event = self._decode(value, max_bytes=self.settings.stream.max_event_bytes)
+            except InvalidEvent as exc:
+                self._reject(exc, msg)
+                continue
+            metrics.EVENTS_CONSUMED.labels(event.type.value, self.group_id).inc()
+            out.append(
+                ConsumedEvent(
+                    event, msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1] / 1000
+                )
+            )
+        return out
+
+    def _reject(self, exc: Any, msg: Message) -> None:
+        from streamrec import metrics
+
+        letter = self._dead_letter.of(
+            exc,
+            value=msg.value(),
+            key=msg.key(),
+            topic=msg.topic() or "",
+            partition=msg.partition() or 0,
+            offset=msg.offset() or 0,
+            consumer=self.group_id,
+            headers=msg.headers(),
+        )
+        self._dlq.produce(
+            self.settings.topics.dead_letters,
+            value=letter.value,
+            key=letter.key,
+            headers=letter.headers(),
+        )
+        self._dlq.poll(0)
+        self.dead_lettered += 1
+        metrics.EVENTS_INVALID.labels(exc.reason, self.group_id).inc()
+        metrics.DEAD_LETTERS.labels(exc.reason).inc()
+        log.warning("dead-lettered %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), exc)
+
+    def commit(self) -> None:
+        """Commit what was polled, once its dead letters are safely written."""
+        if self._dlq.flush(30):
+            raise DeliveryError("dead letters not acknowledged; not committing offsets")
+        try:
+            self._consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                raise
+
+    def close(self) -> None:
+        self._dlq.flush(30)
+        self._consumer.close()
+
+    def __enter__(self) -> EventConsumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,138 @@
+"""SASRec: causal self-attention over item embeddings with learned positions (Kang & McAuley 2018).
+
+Each block is pre-norm: ``q = LN(x)``, ``x = q + Attn(q, x, x)``, then ``x = LN(x)`` and
+``x = x + FFN(x)``; padded positions are zeroed after every block and a final LayerNorm follows.
+A query at position t sees keys 0..t that are real items (and always itself, so left padding
+never produces an empty softmax). Trained with full-softmax cross-entropy over all items at every
+position this is "SASRec+" (Klenitskiy & Vasilev 2023); gBCE gives gSASRec (Petrov & Macdonald
+2023).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from streamrec.models.base import ModelConfig, SequenceModel
+
+__all__ = ["SASRec", "causal_padding_mask"]
+
+
+def causal_padding_mask(item_seq: torch.Tensor) -> torch.Tensor:
+    """Boolean ``[batch, seq_len, seq_len]``: True where query t may attend key s.
+
+    Allowed: ``s <= t`` and key s is a real item, plus the diagonal (keeps pad rows finite).
+    """
+    seq_len = item_seq.shape[1]
+    causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=item_seq.device).tril()
+    key_is_item = (item_seq != 0)[:, None, :]  # [batch, 1, seq_len]
+    diagonal = torch.eye(seq_len, dtype=torch.bool, device=item_seq.device)
+    return causal & (key_is_item | diagonal)  # [batch, seq_len, seq_len]
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self, hidden: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.query = nn.Linear(hidden, hidden)
+        self.key_value = nn.Linear(hidden, 2 * hidden)
+        self.out = nn.Linear(hidden, hidden)
+        self.dropout = dropout
+
+    def forward(
+        self,
+        query_input: torch.Tensor,
+        kv_input: torch.Tensor,
+        allowed: torch.Tensor,
+        need_weights: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, seq_len, hidden = query_input.shape
+        head_dim = hidden // self.n_heads
+
+        def heads(tensor: torch.Tensor) -> torch.Tensor:  # [batch, heads, seq_len, head_dim]
+            return tensor.view(batch, seq_len, self.n_heads, head_dim).transpose(1, 2)
+
+        queries = heads(self.query(query_input))
+        keys, values = (heads(part) for part in self.key_value(kv_input).chunk(2, dim=-1))
+        allowed_heads = allowed[:, None, :, :]  # [batch, 1, seq_len, seq_len]
+        dropout_p = self.dropout if self.training else 0.0
+        if need_weights:
+            logits = queries @ keys.transpose(-2, -1) / math.sqrt(head_dim)
+            logits = logits.masked_fill(~allowed_heads, float("-inf"))
+            weights = logits.softmax(dim=-1)  # [batch, heads, seq_len, seq_len]
+            attended = F.dropout(weights, dropout_p, self.training) @ values
+            mean_weights: torch.Tensor | None = weights.mean(dim=1)  # [batch, seq_len, seq_len]
+        else:
+            attended = F.scaled_dot_product_attention(
+                queries, keys, values, attn_mask=allowed_heads, dropout_p=dropout_p
+            )
+            mean_weights = None
+        merged = attended.transpose(1, 2).reshape(batch, seq_len, hidden)
+        return self.out(merged), mean_weights
+
+
+class _Block(nn.Module):
+    def __init__(self, hidden: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(hidden, eps=1e-8)
+        self.attention = _SelfAttention(hidden, n_heads, dropout)
+        self.attention_dropout = nn.Dropout(dropout)
+        self.ffn_norm = nn.LayerNorm(hidden, eps=1e-8)
+        self.ffn = nn.Sequential(
+            nn.Linear(hidden, hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.Dropout(dropout),
+        )
+
+    def forward(
+        self,
+        states: torch.Tensor,
+        allowed: torch.Tensor,
+        is_item: torch.Tensor,
+        need_weights: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        normed = self.attention_norm(states)  # [batch, seq_len, hidden]
+        attended, weights = self.attention(normed, states, allowed, need_weights)
+        states = normed + self.attention_dropout(attended)
+        states = self.ffn_norm(states)
+        states = states + self.ffn(states)
+        return states * is_item, weights
+
+
+class SASRec(SequenceModel):
+    """Self-attentive sequential recommender."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.position_embedding = nn.Embedding(config.max_len, config.hidden)
+        self.input_dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            _Block(config.hidden, config.n_heads, config.dropout) for _ in range(config.n_layers)
+        )
+        self.final_norm = nn.LayerNorm(config.hidden, eps=1e-8)
+
+    def _encode(
+        self, item_seq: torch.Tensor, *, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        seq_len = item_seq.shape[1]
+        max_len = self.config.max_len
+        positions = torch.arange(
+            max_len - seq_len, max_len, device=item_seq.device
+        )  # right-aligned
+        is_item = (item_seq != 0).unsqueeze(-1).to(self.item_embedding.weight.dtype)
+        states = self.item_embedding(item_seq) * math.sqrt(self.config.hidden)
+        states = self.input_dropout(states + self.position_embedding(positions)[None])
+        states = states * is_item  # [batch, seq_len, hidden]
+        allowed = causal_padding_mask(item_seq)  # [batch, seq_len, seq_len]
+        last_weights = None
+        for index, block in enumerate(self.blocks):
+            want = need_weights and index == len(self.blocks) - 1
+            states, weights = block(states, allowed, is_item, want)
+            if weights is not None:
+                last_weights = weights[:, -1, :]  # [batch, seq_len]: newest step's attention
+        return self.final_norm(states), last_weights
