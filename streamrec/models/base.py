@@ -104,6 +104,7 @@ class SequenceModel(nn.Module):
             None if config.tie_embeddings else nn.Embedding(config.n_items, config.hidden)
         )
         #: Training-time interaction counts per item; the serving fallback for empty histories.
+        self.item_popularity: torch.Tensor
         self.register_buffer("item_popularity", torch.zeros(config.n_items))
         nn.init.normal_(self.item_embedding.weight, std=config.hidden**-0.5)
         with torch.no_grad():

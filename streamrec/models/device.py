@@ -29,7 +29,7 @@ def configure_cpu_threads(num_threads: int | None = None) -> int:
 
 
 def select_device(preferred: str | None = None, *, num_threads: int | None = None) -> torch.device:
-    """``preferred`` if given (``cpu``, ``cuda``, ``cuda:1``), else CUDA when available, else CPU."""
+    """``preferred`` if given (``cpu``, ``cuda:1``), else CUDA when available, else CPU."""
     if preferred:
         device = torch.device(preferred)
     else:

@@ -1,0 +1,156 @@
+"""``streamrec models ...``: train, evaluate and manage the model registry.
+
+Mounted by the main CLI; usable alone with ``python -m streamrec.models.cli``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from streamrec.config import get_settings
+from streamrec.data.loaders import load_dataset
+from streamrec.data.sequences import Vocabulary, build_sequences
+from streamrec.errors import StreamrecError
+from streamrec.models.checkpoint import Checkpoint, load_checkpoint
+from streamrec.models.evaluate import evaluate_model
+from streamrec.models.registry import ModelRegistry
+from streamrec.models.train import TrainConfig, train
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Next-item models: train, evaluate, registry.", no_args_is_help=True)
+registry_app = typer.Typer(help="Versioned models: list, promote, rollback.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
+console = Console()
+
+RegistryOption = Annotated[
+    Path | None,
+    typer.Option("--registry", help="Registry directory (default: <data dir>/models)."),
+]
+
+
+def _registry(path: Path | None) -> ModelRegistry:
+    return ModelRegistry(path or get_settings().data_path / "models")
+
+
+def _fail(exc: StreamrecError) -> typer.Exit:
+    console.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(code=1)
+
+
+@app.command("train")
+def train_command(
+    model: Annotated[str, typer.Option(help="sasrec or gru4rec.")] = "sasrec",
+    dataset: Annotated[str, typer.Option(help="ml-1m or a path to an interaction log.")] = "ml-1m",
+    epochs: Annotated[int, typer.Option(min=1)] = 200,
+    time_budget: Annotated[float | None, typer.Option(help="Training time limit, seconds.")] = None,
+    seed: int = 42,
+    loss: Annotated[str, typer.Option(help="ce, gbce or bpr-max.")] = "ce",
+    max_users: Annotated[int | None, typer.Option(help="Only the first N users.")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
+    out: Annotated[Path, typer.Option(help="Checkpoint directory.")] = Path("checkpoints/latest"),
+    registry: RegistryOption = None,
+    promote: Annotated[bool, typer.Option(help="Promote the registered version.")] = False,
+) -> None:
+    """Train a model, write a checkpoint, optionally register and promote it."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if model not in ("sasrec", "gru4rec"):
+        raise typer.BadParameter("--model must be sasrec or gru4rec")
+    config = TrainConfig(
+        model=model,  # type: ignore[arg-type]
+        dataset=dataset, epochs=epochs, time_budget_s=time_budget, seed=seed,
+        max_users=max_users, num_threads=threads, model_params={"loss": loss},
+    )
+    try:
+        result = train(config, out_dir=out)
+        console.print(f"test {json.dumps(result.test.metrics)} "
+                      f"({result.train_seconds:.0f}s, best epoch {result.best_epoch}) -> {out}")
+        if registry is not None or promote:
+            models = _registry(registry)
+            version = models.register(out)
+            console.print(f"registered {version} in {models.root}")
+            if promote:
+                models.promote(version)
+                console.print(f"promoted {version}")
+    except StreamrecError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command("evaluate")
+def evaluate_command(
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint directory.")] = None,
+    version: Annotated[str | None, typer.Option(help="Registry version (default current).")] = None,
+    registry: RegistryOption = None,
+    dataset: str = "ml-1m",
+    exclude_seen: Annotated[bool, typer.Option(help="Drop seen items from the ranking.")] = True,
+    split: Annotated[str, typer.Option(help="test or validation.")] = "test",
+    k: int = 10,
+) -> None:
+    """Full-ranking leave-one-out metrics of a checkpoint or registry version."""
+    try:
+        if checkpoint is not None:
+            loaded: Checkpoint = load_checkpoint(checkpoint)
+            model, vocab = loaded.model, loaded.vocab
+        else:
+            snapshot = _registry(registry).load(version)
+            model, vocab = snapshot.model, snapshot.vocab
+        data = build_sequences(load_dataset(dataset), vocab=Vocabulary(vocab.ids))
+        if data.vocab.size != vocab.size:
+            console.print(f"[yellow]{data.vocab.size - vocab.size} dataset items are unknown to "
+                          "the model; their targets count as misses[/yellow]")
+        inputs, targets = data.test_split() if split == "test" else data.validation_split()
+        known = targets < vocab.size
+        inputs = [seq[seq < vocab.size] for seq in inputs]
+        targets = targets.copy()
+        targets[~known] = 0
+        result = evaluate_model(model, inputs, targets, k=k, exclude_seen=exclude_seen)
+    except StreamrecError as exc:
+        raise _fail(exc) from exc
+    metrics = {name: round(value, 4) for name, value in result.metrics.items()}
+    console.print(f"{split} ({'excluding' if exclude_seen else 'including'} seen items, "
+                  f"{result.n_users} users): {json.dumps(metrics)}")
+
+
+@registry_app.command("list")
+def registry_list(registry: RegistryOption = None) -> None:
+    """Registered versions; the promoted one is starred."""
+    models = _registry(registry)
+    table = Table("", "version", "kind", "dataset", "created", "test ndcg@10", "test recall@10")
+    for info in models.list():
+        test = info.metrics.get("test", {})
+        table.add_row("*" if info.is_current else "", info.version, info.kind or "",
+                      info.dataset or "", info.created_at or "",
+                      f"{test.get('ndcg@10', float('nan')):.4f}",
+                      f"{test.get('recall@10', float('nan')):.4f}")
+    console.print(table)
+
+
+@registry_app.command("promote")
+def registry_promote(version: str, registry: RegistryOption = None) -> None:
+    """Serve VERSION from now on."""
+    try:
+        _registry(registry).promote(version)
+    except StreamrecError as exc:
+        raise _fail(exc) from exc
+    console.print(f"promoted {version}")
+
+
+@registry_app.command("rollback")
+def registry_rollback(registry: RegistryOption = None) -> None:
+    """Go back to the previously promoted version."""
+    try:
+        version = _registry(registry).rollback()
+    except StreamrecError as exc:
+        raise _fail(exc) from exc
+    console.print(f"rolled back to {version}")
+
+
+if __name__ == "__main__":
+    app()

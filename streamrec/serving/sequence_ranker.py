@@ -1,0 +1,179 @@
+"""A :class:`~streamrec.serving.ranker.Ranker` backed by a SASRec/GRU4Rec model.
+
+* Histories are encoded with the model's vocabulary; unknown item ids are skipped (logged at
+  debug level), never fatal. The newest ``max_len`` known items are used.
+* Histories with no known item go to the ``fallback`` ranker when one is given, else are ranked
+  by the model's training-time item popularity.
+* Scoring is batched (left-padded to the longest history in the batch) under
+  ``torch.inference_mode``; top-k uses ``torch.topk`` after masking ``History.excluded()``.
+* With a :class:`~streamrec.models.registry.ModelHandle` as source, each :meth:`rank` call takes
+  one snapshot of the promoted model, so a hot reload never mixes versions inside a batch.
+* ``explain=True`` fills :attr:`Ranked.explanations`: per recommended item, the history items
+  that contributed most (attention-weighted similarity for SASRec, similarity for GRU4Rec).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from streamrec.models.base import mask_scores
+from streamrec.models.batching import left_pad, seen_matrix
+from streamrec.models.checkpoint import load_checkpoint
+from streamrec.models.registry import LoadedModel, ModelHandle
+from streamrec.serving.ranker import History, RankContext, Ranked, Ranker
+
+__all__ = ["SequenceRanker"]
+
+logger = logging.getLogger(__name__)
+
+
+class SequenceRanker:
+    """Ranks the catalogue for each history with a next-item model."""
+
+    def __init__(
+        self,
+        source: LoadedModel | ModelHandle,
+        *,
+        fallback: Ranker | None = None,
+        explain: bool = False,
+        explain_top_n: int = 3,
+        batch_size: int = 256,
+    ) -> None:
+        self._source = source
+        self.fallback = fallback
+        self.explain = explain
+        self.explain_top_n = explain_top_n
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_registry(
+        cls,
+        root: str | Path,
+        *,
+        device: torch.device | str = "cpu",
+        check_interval_s: float = 1.0,
+        watch: bool = False,
+        **kwargs: object,
+    ) -> SequenceRanker:
+        """Serve the promoted version of the registry at ``root``, hot-reloading promotions
+        (checked on use every ``check_interval_s``, or by a background thread if ``watch``)."""
+        handle = ModelHandle(root, device=device, check_interval_s=check_interval_s)
+        if watch:
+            handle.start()
+        return cls(handle, **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, *, device: torch.device | str = "cpu", **kwargs: object
+    ) -> SequenceRanker:
+        """Serve a checkpoint directory (version = its directory name)."""
+        checkpoint = load_checkpoint(path, device=device)
+        loaded = LoadedModel(checkpoint.model, checkpoint.vocab, checkpoint.meta, Path(path).name)
+        return cls(loaded, **kwargs)  # type: ignore[arg-type]
+
+    def _snapshot(self) -> LoadedModel:
+        return self._source.get() if isinstance(self._source, ModelHandle) else self._source
+
+    @property
+    def name(self) -> str:
+        return str(self._snapshot().model.config.kind)
+
+    @property
+    def version(self) -> str:
+        return self._snapshot().version
+
+    def rank(
+        self,
+        histories: Sequence[History],
+        contexts: Sequence[RankContext],
+        k: int,
+        *,
+        explain: bool | None = None,
+    ) -> list[Ranked]:
+        """Top-``k`` per history (contexts are accepted for the interface and not used)."""
+        snapshot = self._snapshot()
+        want_explanations = self.explain if explain is None else explain
+        max_len = snapshot.model.config.max_len
+        encoded = [snapshot.vocab.encode(history.items)[-max_len:] for history in histories]
+        results: list[Ranked | None] = [None] * len(histories)
+        known_rows = [row for row, items in enumerate(encoded) if items]
+        empty_rows = [row for row, items in enumerate(encoded) if not items]
+        for start in range(0, len(known_rows), self.batch_size):
+            rows = known_rows[start : start + self.batch_size]
+            ranked = self._rank_model(snapshot, [encoded[r] for r in rows],
+                                      [histories[r] for r in rows], k, want_explanations)
+            for row, result in zip(rows, ranked, strict=True):
+                results[row] = result
+        if empty_rows:
+            fallback_histories = [histories[r] for r in empty_rows]
+            if self.fallback is not None:
+                fallback_contexts = [contexts[r] if r < len(contexts) else RankContext()
+                                     for r in empty_rows]
+                ranked = self.fallback.rank(fallback_histories, fallback_contexts, k)
+            else:
+                ranked = self._rank_popular(snapshot, fallback_histories, k)
+            for row, result in zip(empty_rows, ranked, strict=True):
+                results[row] = result
+        return [result if result is not None else Ranked([], []) for result in results]
+
+    def _excluded(self, snapshot: LoadedModel, histories: Sequence[History]) -> torch.Tensor:
+        return seen_matrix([snapshot.vocab.encode(h.excluded()) for h in histories])
+
+    def _rank_model(
+        self, snapshot: LoadedModel, encoded: list[list[int]], histories: Sequence[History],
+        k: int, want_explanations: bool,
+    ) -> list[Ranked]:
+        model = snapshot.model
+        item_seq = left_pad(encoded, model.config.max_len).to(model.device)  # [batch, L]
+        with torch.inference_mode():
+            item_scores = model.scores(model.last_hidden(item_seq)).float()  # [batch, n_items]
+            item_scores = mask_scores(item_scores, self._excluded(snapshot, histories))
+            top_scores, top_items = torch.topk(item_scores, min(k, model.n_items - 1), dim=-1)
+            positions = (
+                model.explain(item_seq, top_items, self.explain_top_n)
+                if want_explanations else None
+            )  # [batch, k, top_n]
+        return [
+            self._to_ranked(snapshot, top_items[row], top_scores[row],
+                            item_seq[row] if positions is not None else None,
+                            positions[row] if positions is not None else None)
+            for row in range(len(encoded))
+        ]
+
+    def _rank_popular(
+        self, snapshot: LoadedModel, histories: Sequence[History], k: int
+    ) -> list[Ranked]:
+        model = snapshot.model
+        popularity = model.item_popularity.float().cpu()  # [n_items]
+        item_scores = popularity[None, :].expand(len(histories), -1)  # [batch, n_items]
+        item_scores = mask_scores(item_scores, self._excluded(snapshot, histories))
+        top_scores, top_items = torch.topk(item_scores, min(k, model.n_items - 1), dim=-1)
+        return [self._to_ranked(snapshot, top_items[row], top_scores[row], None, None)
+                for row in range(len(histories))]
+
+    @staticmethod
+    def _to_ranked(
+        snapshot: LoadedModel, items: torch.Tensor, scores: torch.Tensor,
+        item_seq: torch.Tensor | None, positions: torch.Tensor | None,
+    ) -> Ranked:
+        keep = torch.isfinite(scores)  # -inf = nothing left to rank
+        indices = items[keep].tolist()
+        explanations = None
+        if item_seq is not None and positions is not None:
+            history = item_seq.tolist()
+            explanations = []
+            for slot in positions[keep].tolist():
+                seen: dict[str, None] = {}
+                for position in slot:
+                    if position >= 0 and history[position]:
+                        seen.setdefault(snapshot.vocab.id_of(history[position]), None)
+                explanations.append(list(seen))
+        return Ranked(
+            item_ids=snapshot.vocab.decode(indices),
+            scores=[float(score) for score in scores[keep].tolist()],
+            explanations=explanations,
+        )
