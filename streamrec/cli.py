@@ -210,3 +210,71 @@ def main() -> None:  # pragma: no cover
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+# --- serving ---------------------------------------------------------------------------------
+
+
+@app.command()
+def worker(
+    loglevel: Annotated[str, typer.Option(help="faust/worker log level.")] = "info",
+) -> None:
+    """Run a stream worker (join the consumer group; run several for more partitions)."""
+    from streamrec.serving.factory import build_ranker
+    from streamrec.stream.app import run_worker
+
+    settings = _settings()
+    try:
+        ranker = build_ranker(settings)
+    except StreamrecError as exc:
+        raise _fail(exc) from exc
+    sys.argv = [sys.argv[0]]  # faust's Worker reads argv; ours are already parsed
+    run_worker(settings, ranker, loglevel=loglevel)
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Bind address (default: settings).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: settings).")] = None,
+) -> None:
+    """Serve the HTTP API (recommendations, forget-user, health)."""
+    import uvicorn
+
+    from streamrec import metrics
+    from streamrec.serving.api import create_app
+    from streamrec.serving.factory import build_ranker
+
+    settings = _settings()
+    try:
+        ranker = build_ranker(settings)
+    except StreamrecError as exc:
+        raise _fail(exc) from exc
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_port + 1)
+    uvicorn.run(
+        create_app(settings, ranker),
+        host=host or settings.api.host,
+        port=port or settings.api.port,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@app.command("forget-user")
+def forget_user(user_id: Annotated[str, typer.Argument(help="The user to forget.")]) -> None:
+    """Remove every trace of a user from state and report what was removed."""
+    import asyncio
+
+    from streamrec.state.store import StateStore
+
+    async def _forget() -> dict[str, int]:
+        state = StateStore.from_settings(_settings().redis)
+        try:
+            return await state.forget_user(user_id)
+        finally:
+            await state.close()
+
+    try:
+        removed = asyncio.run(_forget())
+    except StreamrecError as exc:
+        raise _fail(exc) from exc
+    print(json.dumps({"user_id": user_id, "removed": removed}))

@@ -25,6 +25,7 @@ __all__ = [
     "StreamSettings",
     "TopicSettings",
     "get_settings",
+    "to_env",
 ]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -236,3 +237,24 @@ class Settings(BaseSettings):
 def get_settings(**overrides: Any) -> Settings:
     """Build settings from the environment, with keyword overrides on top."""
     return Settings(**overrides)
+
+
+def to_env(settings: Settings) -> dict[str, str]:
+    """Environment variables that rebuild ``settings`` in another process (e.g. a worker)."""
+    import json
+
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            for sub, sub_value in value.items():
+                if sub_value is None:
+                    continue
+                if isinstance(settings_value := getattr(getattr(settings, name), sub), SecretStr):
+                    sub_value = settings_value.get_secret_value()
+                text = sub_value if isinstance(sub_value, str) else json.dumps(sub_value)
+                env[f"STREAMREC_{name.upper()}__{sub.upper()}"] = text
+        else:
+            env[f"STREAMREC_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    return env

@@ -69,6 +69,7 @@ REASONS = (
     "missing_field",
     "invalid_field",
     "unexpected_field",
+    "processing_failed",
 )
 
 _ID_MAX = 256

@@ -35,6 +35,8 @@ class RankContext:
 
     hour: int | None = None
     device: str | None = None
+    #: Popular items for this context, most popular first (filled by the service from state).
+    popular: Sequence[tuple[str, float]] = ()
     extra: dict[str, str] = field(default_factory=dict)
 
 

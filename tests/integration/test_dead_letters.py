@@ -6,33 +6,14 @@ import json
 import time
 
 import pytest
-from confluent_kafka import Consumer
 
 from streamrec.client import EventConsumer, EventProducer
 from streamrec.config import Settings
 from streamrec.deadletter import parse_headers
+from tests.helpers import drain
 from tests.malformed import GOOD, MALFORMED
 
 pytestmark = pytest.mark.integration
-
-
-def _drain(settings: Settings, topic: str, expected: int, timeout: float = 60) -> list:  # type: ignore[type-arg]
-    consumer = Consumer(
-        {
-            **settings.kafka.librdkafka(),
-            "group.id": f"drain-{topic}",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.subscribe([topic])
-    out = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(out) < expected and time.monotonic() < deadline:
-            out.extend(m for m in consumer.consume(500, 0.5) if m.error() is None)
-    finally:
-        consumer.close()
-    return out
 
 
 def test_validating_consumer_dead_letters_every_kind_and_keeps_going(
@@ -55,7 +36,7 @@ def test_validating_consumer_dead_letters_every_kind_and_keeps_going(
     expected_valid = {f"{side}-{i}" for side in ("before", "after") for i in range(len(MALFORMED))}
     assert valid_ids == expected_valid
 
-    letters = _drain(settings, settings.topics.dead_letters, len(MALFORMED))
+    letters = drain(settings, settings.topics.dead_letters, len(MALFORMED))
     by_key = {m.key().decode(): m for m in letters}
     assert len(letters) == len(MALFORMED)
     for name, raw, reason in MALFORMED:

@@ -1,0 +1,129 @@
+"""HTTP API (FastAPI): pull recommendations from the same state and ranker as the worker.
+
+Routes: ``GET /v1/recommendations``, ``DELETE /v1/users/{user_id}``, ``GET /healthz``,
+``GET /readyz``; OpenAPI docs at ``/docs``. Prometheus metrics are served by :func:`serve`
+on their own port (``metrics_port + 1`` by convention for the API process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from streamrec import metrics
+from streamrec.config import Settings
+from streamrec.errors import StateError
+from streamrec.events import Recommendation
+from streamrec.serving.ranker import Ranker
+from streamrec.serving.service import Recommender
+from streamrec.state.store import StateStore
+
+__all__ = ["ForgetReport", "create_app"]
+
+log = logging.getLogger(__name__)
+
+
+class ForgetReport(BaseModel):
+    user_id: str
+    removed: dict[str, int]
+
+
+def create_app(settings: Settings, ranker: Ranker) -> FastAPI:
+    """The API app; Redis is connected on start-up and closed on shutdown."""
+    holder: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        state = StateStore.from_settings(settings.redis)
+        holder["state"] = state
+        holder["recommender"] = Recommender(state, ranker)
+        metrics.MODEL_INFO.info({"ranker": ranker.name, "version": ranker.version})
+        try:
+            yield
+        finally:
+            await state.close()
+
+    api = FastAPI(
+        title="streamrec",
+        version="1",
+        description="Real-time recommendations from the live event stream.",
+        lifespan=lifespan,
+    )
+
+    @api.middleware("http")
+    async def _observe(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.HTTP_REQUESTS.labels(path, str(response.status_code)).inc()
+        metrics.HTTP_SECONDS.labels(path).observe(time.perf_counter() - started)
+        return response
+
+    @api.exception_handler(StateError)
+    async def _state_error(_: Request, exc: StateError) -> JSONResponse:
+        log.error("state unavailable: %s", exc)
+        return JSONResponse({"detail": "state store unavailable, retry later"}, status_code=503)
+
+    @api.get("/v1/recommendations", response_model=Recommendation, response_model_exclude_none=True)
+    async def recommendations(
+        session_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+        user_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+        k: Annotated[int, Query(ge=1, le=settings.api.max_k)] = settings.stream.top_k,
+        device: Annotated[str | None, Query(max_length=64)] = None,
+        hour: Annotated[int | None, Query(ge=0, le=23)] = None,
+    ) -> Recommendation:
+        """Top-k for a session and/or user; with neither, context-aware popular items."""
+        recommender: Recommender = holder["recommender"]
+        record = await recommender.recommend(
+            session_id=session_id, user_id=user_id, k=k, device=device, hour=hour
+        )
+        metrics.RECOMMENDATIONS.labels("http", record.policy).inc()
+        return record
+
+    @api.delete("/v1/users/{user_id}", response_model=ForgetReport)
+    async def forget_user(user_id: str) -> ForgetReport:
+        """Remove every trace of a user from state; reports what was removed."""
+        if not user_id or len(user_id) > 256:
+            raise HTTPException(status_code=422, detail="user_id must be 1-256 characters")
+        state: StateStore = holder["state"]
+        return ForgetReport(user_id=user_id, removed=await state.forget_user(user_id))
+
+    @api.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @api.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Kafka and Redis are reachable."""
+        state: StateStore = holder["state"]
+        redis_ok = await state.ping()
+        kafka_ok = await asyncio.to_thread(_kafka_reachable, settings)
+        ok = redis_ok and kafka_ok
+        return JSONResponse(
+            {"redis": redis_ok, "kafka": kafka_ok, "status": "ready" if ok else "not ready"},
+            status_code=200 if ok else 503,
+        )
+
+    return api
+
+
+def _kafka_reachable(settings: Settings) -> bool:
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        metadata = AdminClient(settings.kafka.librdkafka()).list_topics(timeout=3)
+    except Exception:  # noqa: BLE001 - any failure means "not reachable"
+        return False
+    return bool(metadata.brokers)

@@ -1,0 +1,1 @@
+"""The stream worker: faust app (thin) around the batch processor (logic)."""

@@ -1,0 +1,262 @@
+"""The faust-streaming worker: a thin adapter around :class:`BatchProcessor`.
+
+decode/validate -> dead-letter the invalid -> process the batch -> publish recommendations and
+rewards -> wait for their delivery -> (faust) ack the input offsets.
+
+Input offsets are acknowledged only after the batch's outputs are acknowledged by the broker,
+so a crash redelivers (at-least-once); state is idempotent by event_id, so every valid event
+is reflected exactly once in state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import faust
+from faust.types import EventT
+from tenacity import (
+    before_sleep_log,
+    retry,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from streamrec import metrics
+from streamrec.config import Settings
+from streamrec.deadletter import DeadLetter
+from streamrec.errors import InvalidEvent, StateError
+from streamrec.events import decode_event, encode
+from streamrec.serving.ranker import Ranker
+from streamrec.serving.service import Recommender
+from streamrec.state.store import StateStore
+from streamrec.stream.processor import BatchProcessor, BatchResult
+
+__all__ = ["build_app", "run_worker"]
+
+log = logging.getLogger(__name__)
+
+
+def _credentials(settings: Settings) -> Any:
+    kafka = settings.kafka
+    context = None
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=kafka.ssl_cafile)
+    if kafka.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
+            mechanism=kafka.sasl_mechanism or "PLAIN",
+            ssl_context=context,
+        )
+    return context
+
+
+def build_app(settings: Settings, ranker: Ranker) -> faust.App:
+    """A faust app with one agent over the events topic. Nothing connects until it runs."""
+    stream = settings.stream
+    app = faust.App(
+        stream.app_id,
+        broker=[f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
+        broker_credentials=_credentials(settings),
+        store="memory://",
+        autodiscover=False,
+        web_enabled=False,
+        topic_replication_factor=settings.topics.replication_factor,
+        topic_partitions=settings.topics.partitions,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_linger_ms=settings.kafka.producer_linger_ms,
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+    )
+    events_topic = app.topic(
+        settings.topics.events,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.topics.partitions,
+    )
+    recs_topic = app.topic(
+        settings.topics.recommendations, key_serializer="raw", value_serializer="raw"
+    )
+    rewards_topic = app.topic(settings.topics.rewards, key_serializer="raw", value_serializer="raw")
+    dlq_topic = app.topic(
+        settings.topics.dead_letters, key_serializer="raw", value_serializer="raw"
+    )
+    holder: dict[str, Any] = {}
+
+    @app.task
+    async def _open_state() -> None:
+        state = StateStore.from_settings(settings.redis)
+        holder["state"] = state
+        holder["processor"] = BatchProcessor(state, Recommender(state, ranker), stream)
+        metrics.MODEL_INFO.info({"ranker": ranker.name, "version": ranker.version})
+        log.info("worker %s ready: ranker=%s", stream.app_id, ranker.version)
+
+    @app.agent(events_topic)
+    async def process_events(events: faust.StreamT) -> None:
+        within = stream.batch_max_wait_ms / 1000
+        async for batch in events.take_events(stream.batch_size, within=within):
+            while "processor" not in holder:  # pragma: no cover - start-up race
+                await asyncio.sleep(0.01)
+            await _handle(
+                app, batch, holder["processor"], settings, recs_topic, rewards_topic, dlq_topic
+            )
+
+    return app
+
+
+async def _handle(
+    app: faust.App,
+    batch: Sequence[EventT],
+    processor: BatchProcessor,
+    settings: Settings,
+    recs_topic: Any,
+    rewards_topic: Any,
+    dlq_topic: Any,
+) -> None:
+    valid = []
+    append_times = {}
+    sources = {}
+    pending: list[Any] = []
+    consumer_name = settings.stream.app_id
+    for item in batch:
+        message = item.message
+        try:
+            event = decode_event(message.value, max_bytes=settings.stream.max_event_bytes)
+        except InvalidEvent as exc:
+            letter = DeadLetter.of(
+                exc,
+                value=message.value,
+                key=message.key,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                consumer=consumer_name,
+                headers=list(_headers(message.headers)),
+            )
+            pending.append(
+                await dlq_topic.send(key=letter.key, value=letter.value, headers=letter.headers())
+            )
+            metrics.EVENTS_INVALID.labels(exc.reason, consumer_name).inc()
+            metrics.DEAD_LETTERS.labels(exc.reason).inc()
+            log.warning(
+                "dead-lettered %s[%d]@%d: %s",
+                message.topic,
+                message.partition,
+                message.offset,
+                exc,
+            )
+            continue
+        metrics.EVENTS_CONSUMED.labels(event.type.value, consumer_name).inc()
+        valid.append(event)
+        sources[event.event_id] = message
+        append_times[event.event_id] = message.timestamp
+    _observe_lag(app, batch, consumer_name)
+    result = await _process(processor, valid, sources, dlq_topic, consumer_name, pending)
+    for key, record in result.recommendations:
+        pending.append(await recs_topic.send(key=key.encode(), value=encode(record)))
+    for key, reward in result.rewards:
+        pending.append(await rewards_topic.send(key=key.encode(), value=encode(reward)))
+    if pending:
+        await asyncio.gather(*pending)
+    now = time.time()
+    for _, record in result.recommendations:
+        produced_at = append_times.get(record.event_id or "")
+        if produced_at:
+            metrics.EVENT_TO_REC_SECONDS.observe(max(0.0, now - produced_at))
+
+
+@retry(
+    retry=retry_if_exception_type(StateError),
+    wait=wait_exponential(multiplier=0.1, max=10),
+    stop=stop_after_delay(300),
+    before_sleep=before_sleep_log(log, logging.WARNING),
+    reraise=True,
+)
+async def _process_with_retry(processor: BatchProcessor, events: list[Any]) -> BatchResult:
+    """Transient state errors (Redis restarting, network) are retried with backoff."""
+    return await processor.process(events)
+
+
+async def _process(
+    processor: BatchProcessor,
+    valid: list[Any],
+    sources: dict[str, Any],
+    dlq_topic: Any,
+    consumer: str,
+    pending: list[Any],
+) -> BatchResult:
+    """Process a batch; if it fails for a non-transient reason, isolate and dead-letter the
+    events that fail on their own, so one poison event cannot stall its partition."""
+    try:
+        return await _process_with_retry(processor, valid)
+    except StateError:
+        raise  # Redis unreachable for minutes: crash; faust restarts the agent, offsets unacked
+    except Exception:
+        log.exception("batch of %d failed; processing its events one by one", len(valid))
+    result = BatchResult()
+    for event in valid:
+        try:
+            single = await _process_with_retry(processor, [event])
+        except StateError:
+            raise
+        except Exception as exc:
+            message = sources[event.event_id]
+            error = InvalidEvent("processing_failed", f"{type(exc).__name__}: {exc}")
+            letter = DeadLetter.of(
+                error,
+                value=message.value,
+                key=message.key,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                consumer=consumer,
+            )
+            pending.append(
+                await dlq_topic.send(key=letter.key, value=letter.value, headers=letter.headers())
+            )
+            metrics.DEAD_LETTERS.labels(error.reason).inc()
+            continue
+        result.recommendations += single.recommendations
+        result.rewards += single.rewards
+        result.applied += single.applied
+        result.duplicates += single.duplicates
+    return result
+
+
+def _headers(headers: Any) -> Any:
+    if not headers:
+        return []
+    items = headers.items() if isinstance(headers, dict) else headers
+    return [(str(name), value) for name, value in items]
+
+
+def _observe_lag(app: faust.App, batch: Sequence[EventT], consumer: str) -> None:
+    last: dict[Any, int] = {}
+    for item in batch:
+        last[item.message.tp] = item.message.offset
+    for tp, offset in last.items():
+        highwater = app.consumer.highwater(tp)
+        if highwater is not None:
+            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition), consumer).set(
+                max(0, highwater - offset - 1)
+            )
+
+
+def run_worker(settings: Settings, ranker: Ranker, *, loglevel: str = "info") -> None:
+    """Run the worker until SIGINT/SIGTERM (blocking)."""
+    from faust.worker import Worker
+
+    metrics.serve(settings.metrics_port)
+    app = build_app(settings, ranker)
+    worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
