@@ -62,6 +62,19 @@ def stack_up(
     _print_status(statuses)
 
 
+@stack_app.command("fetch")
+def stack_fetch() -> None:
+    """Download Kafka's jars from Maven Central into the cache (once per version)."""
+    from streamrec.stack.kafka import resolve_kafka_jars
+
+    settings = _settings()
+    try:
+        lib = resolve_kafka_jars(settings)
+    except StreamrecError as exc:
+        raise _fail(exc) from exc
+    console.print(f"Kafka {settings.stack.kafka_version} jars: {lib}")
+
+
 @stack_app.command("down")
 def stack_down() -> None:
     """Stop the processes this stack started (data is kept)."""

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -36,7 +36,10 @@ class KafkaSettings(BaseModel):
 
     model_config = _FROZEN
 
-    bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        description="Comma-separated host:port list (default: the local stack's Kafka port).",
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="Kafka security.protocol."
     )
@@ -123,7 +126,10 @@ class RedisSettings(BaseModel):
 
     model_config = _FROZEN
 
-    url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL (redis:// or rediss://).")
+    url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis URL, redis:// or rediss:// (default: the local stack's Redis port).",
+    )
     key_prefix: str = Field("sr", description="Prefix of every key streamrec writes.")
     session_ttl_s: int = Field(1800 * 4, ge=60, description="TTL of session keys.")
     user_ttl_s: int = Field(86400 * 90, ge=60, description="TTL of user keys.")
@@ -156,7 +162,6 @@ class StreamSettings(BaseModel):
         description="Reward by event type for an attributed event.",
     )
     ranker: str = Field("popularity", description="Ranker name (popularity, model).")
-    web_port: int = Field(6066, ge=0, le=65535, description="Faust web port of the worker.")
 
 
 class ApiSettings(BaseModel):
@@ -215,6 +220,24 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)  # type: ignore[arg-type]
     stack: StackSettings = Field(default_factory=StackSettings)  # type: ignore[arg-type]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _point_at_local_stack(cls, data: Any) -> Any:
+        """Unless given, Kafka and Redis addresses follow the local stack's ports."""
+        if not isinstance(data, dict):
+            return data
+        stack = data.get("stack") or {}
+        ports = stack if isinstance(stack, dict) else stack.model_dump()
+        kafka = data.get("kafka") or {}
+        if isinstance(kafka, dict) and "bootstrap_servers" not in kafka:
+            port = ports.get("kafka_port", 9092)
+            data = {**data, "kafka": {**kafka, "bootstrap_servers": f"127.0.0.1:{port}"}}
+        redis = data.get("redis") or {}
+        if isinstance(redis, dict) and "url" not in redis:
+            port = ports.get("redis_port", 6379)
+            data = {**data, "redis": {**redis, "url": f"redis://127.0.0.1:{port}/0"}}
+        return data
+
     @field_validator("log_level")
     @classmethod
     def _upper(cls, value: str) -> str:
@@ -256,5 +279,7 @@ def to_env(settings: Settings) -> dict[str, str]:
                 text = sub_value if isinstance(sub_value, str) else json.dumps(sub_value)
                 env[f"STREAMREC_{name.upper()}__{sub.upper()}"] = text
         else:
-            env[f"STREAMREC_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+            env[f"STREAMREC_{name.upper()}"] = (
+                value if isinstance(value, str) else json.dumps(value)
+            )
     return env

@@ -47,7 +47,7 @@ class LiveStack:
                 "partitions": 4,
                 "output_partitions": 2,
             },
-            "stream": {"app_id": f"t{tag}-worker", "web_port": 0},
+            "stream": {"app_id": f"t{tag}-worker"},
             "metrics_port": 0,
         }
         for key, value in overrides.items():

@@ -5,8 +5,6 @@ Routes: ``GET /v1/recommendations``, ``DELETE /v1/users/{user_id}``, ``GET /heal
 on their own port (``metrics_port + 1`` by convention for the API process).
 """
 
-from __future__ import annotations
-
 import asyncio
 import logging
 import time
@@ -124,6 +122,6 @@ def _kafka_reachable(settings: Settings) -> bool:
 
     try:
         metadata = AdminClient(settings.kafka.librdkafka()).list_topics(timeout=3)
-    except Exception:  # noqa: BLE001 - any failure means "not reachable"
+    except Exception:
         return False
     return bool(metadata.brokers)

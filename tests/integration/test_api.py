@@ -1,0 +1,124 @@
+"""The HTTP API over real Redis state written by the real worker path."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from streamrec.config import Settings
+from streamrec.events import parse_event
+from streamrec.serving.api import create_app
+from streamrec.serving.popularity import PopularityRanker
+from streamrec.serving.service import Recommender
+from streamrec.state.store import StateStore
+from streamrec.stream.processor import BatchProcessor
+
+pytestmark = pytest.mark.integration
+
+
+def _events() -> list[dict[str, object]]:
+    rows = []
+    for user in range(6):
+        for step in range(5):
+            rows.append(
+                {
+                    "event_id": f"api-{user}-{step}",
+                    "user_id": f"u{user}",
+                    "session_id": f"s{user}",
+                    "item_id": f"i{(user + step) % 9}",
+                    "type": "click",
+                    "timestamp": 1_700_000_000 + 3600 * step,
+                    "context": {"device": "tv" if user == 0 else "mobile"},
+                }
+            )
+    return rows
+
+
+@pytest.fixture
+def client(stack_settings: Settings) -> Iterator[TestClient]:
+    async def load() -> None:
+        state = StateStore.from_settings(stack_settings.redis)
+        processor = BatchProcessor(
+            state, Recommender(state, PopularityRanker()), stack_settings.stream
+        )
+        await processor.process([parse_event(e) for e in _events()])
+        await state.close()
+
+    asyncio.run(load())
+    with TestClient(create_app(stack_settings, PopularityRanker())) as test_client:
+        yield test_client
+
+
+def test_user_recommendations_exclude_seen_items(client: TestClient) -> None:
+    response = client.get("/v1/recommendations", params={"user_id": "u1", "k": 3})
+    assert response.status_code == 200
+    body = response.json()
+    items = [item["item_id"] for item in body["items"]]
+    seen = {f"i{(1 + step) % 9}" for step in range(5)}
+    assert len(items) == 3
+    assert not set(items) & seen
+    assert body["model_version"] == "popularity-v1"
+    assert body["user_id"] == "u1"
+
+
+def test_cold_start_gets_context_popular_items_never_empty(client: TestClient) -> None:
+    anonymous = client.get("/v1/recommendations", params={"k": 5}).json()
+    assert len(anonymous["items"]) == 5
+    unknown = client.get("/v1/recommendations", params={"user_id": "nobody", "k": 5}).json()
+    assert len(unknown["items"]) == 5
+    # Only user 0 used a tv; its items lead the tv list.
+    on_tv = client.get("/v1/recommendations", params={"device": "tv", "k": 5}).json()
+    assert {item["item_id"] for item in on_tv["items"]} == {f"i{s % 9}" for s in range(5)}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"k": 0},
+        {"k": 10_000},
+        {"k": "many"},
+        {"hour": 24},
+        {"session_id": ""},
+        {"user_id": "x" * 300},
+    ],
+)
+def test_bad_parameters_are_clear_4xx(client: TestClient, params: dict[str, object]) -> None:
+    response = client.get("/v1/recommendations", params=params)
+    assert response.status_code == 422
+    assert response.json()["detail"]
+
+
+def test_forget_user_removes_every_trace(client: TestClient, stack_settings: Settings) -> None:
+    import redis
+
+    from streamrec.state.keys import Keys
+
+    response = client.delete("/v1/users/u2")
+    assert response.status_code == 200
+    report = response.json()
+    assert report["user_id"] == "u2"
+    assert report["removed"]["history_items"] == 5
+    assert report["removed"]["sessions"] == 1
+    assert report["removed"]["events_counted"] == 5
+    raw = redis.Redis.from_url(stack_settings.redis.url)
+    leftovers = [
+        key
+        for key in raw.scan_iter(Keys(stack_settings.redis.key_prefix).all_pattern())
+        if b"u2" in key or b":s2" in key
+    ]
+    assert leftovers == []
+    again = client.delete("/v1/users/u2").json()
+    assert again["removed"]["keys_deleted"] == 0
+    history = client.get("/v1/recommendations", params={"user_id": "u2"}).json()
+    assert len(history["items"]) == 9  # a cold-start user again: the whole 9-item catalogue
+
+
+def test_health_and_readiness(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"redis": True, "kafka": True, "status": "ready"}
+    assert "/v1/recommendations" in client.get("/openapi.json").json()["paths"]
