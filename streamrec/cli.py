@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -113,7 +113,7 @@ def stack_logs(
         console.print(text, markup=False, highlight=False)
 
 
-def _print_status(statuses: list) -> None:  # type: ignore[type-arg]
+def _print_status(statuses: list[Any]) -> None:
     table = Table("component", "state", "pid", "address", "version", "log")
     for status in statuses:
         color = {"running": "green", "stopped": "yellow"}.get(status.state, "red")

@@ -294,10 +294,11 @@ class EventConsumer:
 
         out: list[ConsumedEvent] = []
         for msg in self._consumer.consume(max_records, timeout):
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
                     continue
-                raise KafkaException(msg.error())
+                raise KafkaException(error)
             value = msg.value()
             try:
                 event = self._decode(value, max_bytes=self.settings.stream.max_event_bytes)
@@ -307,7 +308,11 @@ class EventConsumer:
             metrics.EVENTS_CONSUMED.labels(event.type.value, self.group_id).inc()
             out.append(
                 ConsumedEvent(
-                    event, msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1] / 1000
+                    event,
+                    msg.topic() or "",
+                    msg.partition() or 0,
+                    msg.offset() or 0,
+                    msg.timestamp()[1] / 1000,
                 )
             )
         return out
@@ -323,13 +328,13 @@ class EventConsumer:
             partition=msg.partition() or 0,
             offset=msg.offset() or 0,
             consumer=self.group_id,
-            headers=msg.headers(),
+            headers=_header_pairs(msg.headers()),
         )
         self._dlq.produce(
             self.settings.topics.dead_letters,
             value=letter.value,
             key=letter.key,
-            headers=letter.headers(),
+            headers=list(letter.headers()),
         )
         self._dlq.poll(0)
         self.dead_lettered += 1
@@ -356,3 +361,10 @@ class EventConsumer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _header_pairs(headers: Any) -> list[tuple[str, bytes | None]]:
+    if not headers:
+        return []
+    items = headers.items() if isinstance(headers, dict) else headers
+    return [(name, value.encode() if isinstance(value, str) else value) for name, value in items]

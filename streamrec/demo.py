@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -184,7 +185,7 @@ def _print_recommendations(settings: Settings, console: Console) -> None:
     console.print(table)
 
 
-def _read(settings: Settings, topic: str, limit: int) -> list:  # type: ignore[type-arg]
+def _read(settings: Settings, topic: str, limit: int) -> list[Any]:
     from confluent_kafka import Consumer
 
     consumer = Consumer(
@@ -196,7 +197,7 @@ def _read(settings: Settings, topic: str, limit: int) -> list:  # type: ignore[t
         }
     )
     consumer.subscribe([topic])
-    out: list = []  # type: ignore[type-arg]
+    out: list[Any] = []
     deadline = time.monotonic() + 10
     try:
         while len(out) < limit and time.monotonic() < deadline:

@@ -32,9 +32,9 @@ def assign_sessions(frame: pd.DataFrame, gap_s: int = 1800) -> pd.Series:
     gap[1:] = (stamps[1:] - stamps[:-1]) > gap_s
     starts = new_user | gap
     # Session ordinal within each user: cumulative starts minus the count before the user began.
-    cumulative = np.cumsum(starts)
-    user_base = np.maximum.accumulate(np.where(new_user, cumulative, 0))
-    ordinal = cumulative - user_base
+    cumulative: np.ndarray = np.cumsum(starts)
+    user_base: np.ndarray = np.maximum.accumulate(np.where(new_user, cumulative, 0))
+    ordinal: list[int] = (cumulative - user_base).tolist()
     sessions = pd.Series(
         [f"{user}:{n}" for user, n in zip(users, ordinal, strict=True)], index=order
     )

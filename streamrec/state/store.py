@@ -111,9 +111,13 @@ def _entry(item: str, kind: str, ts: float) -> str:
     return f"{item}\t{kind}\t{ts:.3f}"
 
 
-def _items(entries: Sequence[bytes]) -> list[str]:
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _items(entries: Sequence[bytes | str]) -> list[str]:
     """Entries are stored newest first; return item ids oldest first."""
-    return [entry.decode("utf-8").split("\t", 1)[0] for entry in reversed(entries)]
+    return [_text(entry).split("\t", 1)[0] for entry in reversed(entries)]
 
 
 class StateStore:
@@ -262,17 +266,6 @@ class StateStore:
         metrics.REDIS_SECONDS.labels("history").observe(time.perf_counter() - started)
         return _items(entries)
 
-    async def popular(
-        self, n: int, *, hour: int | None = None, device: str | None = None
-    ) -> list[tuple[str, float]]:
-        """Top-n items by decayed popularity (global, or within an hour of day / device)."""
-        key = self.keys.popularity(hour=hour, device=device)
-        try:
-            rows = await self.client.zrevrange(key, 0, n - 1, withscores=True)
-        except RedisError as exc:
-            raise StateError(f"reading popularity failed: {exc}") from exc
-        return [(item.decode("utf-8"), float(score)) for item, score in rows]
-
     async def popular_many(
         self, n: int, contexts: Sequence[tuple[int | None, str | None]]
     ) -> dict[tuple[int | None, str | None], list[tuple[str, float]]]:
@@ -295,13 +288,9 @@ class StateStore:
             raise StateError(f"reading popularity failed: {exc}") from exc
         metrics.REDIS_SECONDS.labels("popular").observe(time.perf_counter() - started)
         return {
-            ctx: [(item.decode("utf-8"), float(score)) for item, score in rows]
+            ctx: [(_text(item), float(score)) for item, score in rows]
             for ctx, rows in zip(wanted, replies, strict=True)
         }
-
-    async def user_counters(self, user_id: str) -> dict[str, int]:
-        raw = await self.client.hgetall(self.keys.user_counters(user_id))
-        return {key.decode(): int(value) for key, value in raw.items()}
 
     async def forget_user(self, user_id: str) -> dict[str, int]:
         """Delete every key holding this user's data. Returns what was removed.
@@ -311,7 +300,8 @@ class StateStore:
         """
         keys = self.keys
         try:
-            sessions = [s.decode() for s in await self.client.smembers(keys.user_sessions(user_id))]
+            members = await self.client.smembers(keys.user_sessions(user_id))
+            sessions = [_text(member) for member in members]
             history_len = await self.client.llen(keys.user_history(user_id))
             counters = await self.client.hgetall(keys.user_counters(user_id))
             doomed = [

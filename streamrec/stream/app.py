@@ -104,7 +104,8 @@ def build_app(settings: Settings, ranker: Ranker) -> faust.App:
     @app.agent(events_topic)
     async def process_events(events: faust.StreamT) -> None:
         within = stream.batch_max_wait_ms / 1000
-        async for batch in events.take_events(stream.batch_size, within=within):
+        batches = events.take_events(stream.batch_size, within=within)  # type: ignore[attr-defined]
+        async for batch in batches:
             while "processor" not in holder:  # pragma: no cover - start-up race
                 await asyncio.sleep(0.01)
             await _handle(
