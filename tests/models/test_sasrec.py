@@ -1,7 +1,7 @@
 import pytest
 import torch
+from modelkit import tiny_model, tiny_vocab
 
-from conftest import tiny_model, tiny_vocab
 from streamrec.errors import ModelError
 from streamrec.models.checkpoint import load_checkpoint, save_checkpoint
 from streamrec.models.losses import sequence_loss

@@ -1,0 +1,127 @@
+from collections.abc import Sequence
+
+import pytest
+import torch
+from modelkit import tiny_model, tiny_vocab
+
+from streamrec.models.checkpoint import save_checkpoint
+from streamrec.models.registry import LoadedModel, ModelRegistry
+from streamrec.serving.ranker import History, RankContext, Ranked, Ranker
+from streamrec.serving.sequence_ranker import SequenceRanker
+
+
+class _Constant:
+    """A fallback ranker that records what it was asked."""
+
+    name = "constant"
+    version = "1"
+
+    def __init__(self) -> None:
+        self.calls: list[list[History]] = []
+
+    def rank(self, histories: Sequence[History], contexts: Sequence[RankContext],
+             k: int) -> list[Ranked]:
+        self.calls.append(list(histories))
+        return [Ranked(["fallback"], [1.0]) for _ in histories]
+
+
+@pytest.fixture()
+def loaded() -> LoadedModel:
+    model = tiny_model("sasrec").eval()
+    model.item_popularity.copy_(torch.arange(21, dtype=torch.float32))  # item20 most popular
+    return LoadedModel(model, tiny_vocab(), {}, "v0007")
+
+
+def _ctx(n: int) -> list[RankContext]:
+    return [RankContext() for _ in range(n)]
+
+
+def test_is_a_ranker_with_name_and_version(loaded: LoadedModel) -> None:
+    ranker = SequenceRanker(loaded)
+    assert isinstance(ranker, Ranker)
+    assert (ranker.name, ranker.version) == ("sasrec", "v0007")
+
+
+def test_masks_seen_and_skips_unknown(loaded: LoadedModel) -> None:
+    ranker = SequenceRanker(loaded)
+    history = History(items=["item1", "not-in-vocab", "item2", "item3"])
+    [ranked] = ranker.rank([history], _ctx(1), k=20)
+    assert len(ranked.item_ids) == 17  # 20 items minus the 3 known seen ones
+    assert not {"item1", "item2", "item3", "not-in-vocab"} & set(ranked.item_ids)
+    assert ranked.scores == sorted(ranked.scores, reverse=True)
+    # The unknown id changes nothing: same result as without it.
+    [clean] = ranker.rank([History(items=["item1", "item2", "item3"])], _ctx(1), k=20)
+    assert clean.item_ids == ranked.item_ids
+
+
+def test_explicit_exclude_set(loaded: LoadedModel) -> None:
+    ranker = SequenceRanker(loaded)
+    [ranked] = ranker.rank([History(items=["item1"], exclude=frozenset({"item5"}))], _ctx(1), 20)
+    assert "item5" not in ranked.item_ids and "item1" in ranked.item_ids
+
+
+def test_batch_equals_one_by_one(loaded: LoadedModel) -> None:
+    ranker = SequenceRanker(loaded)
+    histories = [History(items=[f"item{i}" for i in range(1, n + 1)]) for n in (1, 4, 9)]
+    batched = ranker.rank(histories, _ctx(3), k=5)
+    for history, together in zip(histories, batched, strict=True):
+        [alone] = ranker.rank([history], _ctx(1), k=5)
+        assert alone.item_ids == together.item_ids
+        assert alone.scores == pytest.approx(together.scores, abs=1e-5)
+
+
+def test_empty_histories_use_fallback(loaded: LoadedModel) -> None:
+    fallback = _Constant()
+    ranker = SequenceRanker(loaded, fallback=fallback)
+    results = ranker.rank([History(items=[]), History(items=["item2"]),
+                           History(items=["only-unknown"])], _ctx(3), k=3)
+    assert results[0].item_ids == ["fallback"] and results[2].item_ids == ["fallback"]
+    assert len(results[1].item_ids) == 3 and len(fallback.calls) == 1
+
+
+def test_empty_history_without_fallback_uses_popularity(loaded: LoadedModel) -> None:
+    ranker = SequenceRanker(loaded)
+    [ranked] = ranker.rank([History(items=["nope"], exclude=frozenset({"item20"}))], _ctx(1), 3)
+    assert ranked.item_ids == ["item19", "item18", "item17"]
+
+
+def test_explanations_come_from_history(loaded: LoadedModel) -> None:
+    ranker = SequenceRanker(loaded, explain=True)
+    history = History(items=["item3", "item4", "item5", "unknown"])
+    [ranked] = ranker.rank([history], _ctx(1), k=4)
+    assert ranked.explanations is not None and len(ranked.explanations) == 4
+    for reasons in ranked.explanations:
+        assert reasons and set(reasons) <= {"item3", "item4", "item5"}
+    [plain] = ranker.rank([history], _ctx(1), k=4, explain=False)
+    assert plain.explanations is None
+
+
+def test_gru4rec_ranker(loaded: LoadedModel) -> None:
+    model = tiny_model("gru4rec").eval()
+    ranker = SequenceRanker(LoadedModel(model, tiny_vocab(), {}, "g1"), explain=True)
+    [ranked] = ranker.rank([History(items=["item1", "item2"])], _ctx(1), k=5)
+    assert ranker.name == "gru4rec" and len(ranked.item_ids) == 5 and ranked.explanations
+
+
+def test_from_registry_hot_reload(tmp_path) -> None:
+    registry = ModelRegistry(tmp_path / "reg")
+    for seed in (1, 2):
+        model = tiny_model("sasrec")
+        torch.manual_seed(seed)
+        torch.nn.init.normal_(model.item_embedding.weight)
+        registry.register(save_checkpoint(tmp_path / f"c{seed}", model, tiny_vocab(), {}))
+    registry.promote("v0001")
+    ranker = SequenceRanker.from_registry(registry.root, check_interval_s=0.0)
+    history = [History(items=["item1", "item2"])]
+    first = ranker.rank(history, _ctx(1), k=5)
+    assert ranker.version == "v0001"
+    registry.promote("v0002")
+    second = ranker.rank(history, _ctx(1), k=5)
+    assert ranker.version == "v0002" and first[0].scores != second[0].scores
+
+
+def test_from_checkpoint(tmp_path) -> None:
+    save_checkpoint(tmp_path / "ck", tiny_model("gru4rec"), tiny_vocab(), {})
+    ranker = SequenceRanker.from_checkpoint(tmp_path / "ck")
+    assert ranker.version == "ck"
+    assert len(ranker.rank([History(items=["item4"])], _ctx(1), k=2)[0].item_ids) == 2
