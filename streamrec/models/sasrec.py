@@ -46,31 +46,35 @@ class _SelfAttention(nn.Module):
         self,
         query_input: torch.Tensor,
         kv_input: torch.Tensor,
-        allowed: torch.Tensor,
+        attn_bias: torch.Tensor,
         need_weights: bool,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        batch, seq_len, hidden = query_input.shape
+        """``query_input`` ``[batch, n_queries, hidden]`` (the newest n_queries positions),
+        ``kv_input`` ``[batch, seq_len, hidden]``, ``attn_bias`` ``[batch, 1, n_queries,
+        seq_len]`` additive (0 or -inf)."""
+        batch, n_queries, hidden = query_input.shape
+        seq_len = kv_input.shape[1]
         head_dim = hidden // self.n_heads
 
-        def heads(tensor: torch.Tensor) -> torch.Tensor:  # [batch, heads, seq_len, head_dim]
-            return tensor.view(batch, seq_len, self.n_heads, head_dim).transpose(1, 2)
+        def heads(tensor: torch.Tensor, length: int) -> torch.Tensor:
+            # [batch, length, hidden] -> [batch, heads, length, head_dim]
+            return tensor.view(batch, length, self.n_heads, head_dim).transpose(1, 2)
 
-        queries = heads(self.query(query_input))
-        keys, values = (heads(part) for part in self.key_value(kv_input).chunk(2, dim=-1))
-        allowed_heads = allowed[:, None, :, :]  # [batch, 1, seq_len, seq_len]
+        queries = heads(self.query(query_input), n_queries)
+        key_part, value_part = self.key_value(kv_input).chunk(2, dim=-1)
+        keys, values = heads(key_part, seq_len), heads(value_part, seq_len)
         dropout_p = self.dropout if self.training else 0.0
         if need_weights:
-            logits = queries @ keys.transpose(-2, -1) / math.sqrt(head_dim)
-            logits = logits.masked_fill(~allowed_heads, float("-inf"))
-            weights = logits.softmax(dim=-1)  # [batch, heads, seq_len, seq_len]
+            logits = queries @ keys.transpose(-2, -1) / math.sqrt(head_dim) + attn_bias
+            weights = logits.softmax(dim=-1)  # [batch, heads, n_queries, seq_len]
             attended = F.dropout(weights, dropout_p, self.training) @ values
-            mean_weights: torch.Tensor | None = weights.mean(dim=1)  # [batch, seq_len, seq_len]
+            mean_weights: torch.Tensor | None = weights.mean(dim=1)  # [batch, n_queries, seq]
         else:
             attended = F.scaled_dot_product_attention(
-                queries, keys, values, attn_mask=allowed_heads, dropout_p=dropout_p
+                queries, keys, values, attn_mask=attn_bias, dropout_p=dropout_p
             )
             mean_weights = None
-        merged = attended.transpose(1, 2).reshape(batch, seq_len, hidden)
+        merged = attended.transpose(1, 2).reshape(batch, n_queries, hidden)
         return self.out(merged), mean_weights
 
 
@@ -92,13 +96,20 @@ class _Block(nn.Module):
     def forward(
         self,
         states: torch.Tensor,
-        allowed: torch.Tensor,
+        attn_bias: torch.Tensor,
         is_item: torch.Tensor,
         need_weights: bool,
+        last_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``last_only`` computes the newest position only (serving): ``[batch, 1, hidden]``."""
         normed = self.attention_norm(states)  # [batch, seq_len, hidden]
-        attended, weights = self.attention(normed, states, allowed, need_weights)
-        states = normed + self.attention_dropout(attended)
+        if last_only:
+            queries = normed[:, -1:]  # [batch, 1, hidden]
+            attn_bias, is_item = attn_bias[:, :, -1:], is_item[:, -1:]
+        else:
+            queries = normed
+        attended, weights = self.attention(queries, states, attn_bias, need_weights)
+        states = queries + self.attention_dropout(attended)
         states = self.ffn_norm(states)
         states = states + self.ffn(states)
         return states * is_item, weights
@@ -116,23 +127,32 @@ class SASRec(SequenceModel):
         )
         self.final_norm = nn.LayerNorm(config.hidden, eps=1e-8)
 
+    def last_hidden(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """Newest position only; the last block runs one query (the serving fast path)."""
+        self._check_input(item_seq)
+        hidden_states, _ = self._encode(item_seq, last_only=True)  # [batch, 1, hidden]
+        return hidden_states[:, -1, :]
+
     def _encode(
-        self, item_seq: torch.Tensor, *, need_weights: bool = False
+        self, item_seq: torch.Tensor, *, need_weights: bool = False, last_only: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         seq_len = item_seq.shape[1]
         max_len = self.config.max_len
-        positions = torch.arange(
-            max_len - seq_len, max_len, device=item_seq.device
-        )  # right-aligned
+        # Right-aligned positions: the newest item is always at max_len - 1.
+        positions = torch.arange(max_len - seq_len, max_len, device=item_seq.device)
         is_item = (item_seq != 0).unsqueeze(-1).to(self.item_embedding.weight.dtype)
         states = self.item_embedding(item_seq) * math.sqrt(self.config.hidden)
         states = self.input_dropout(states + self.position_embedding(positions)[None])
         states = states * is_item  # [batch, seq_len, hidden]
-        allowed = causal_padding_mask(item_seq)  # [batch, seq_len, seq_len]
+        allowed = causal_padding_mask(item_seq)[:, None]  # [batch, 1, seq_len, seq_len]
+        attn_bias = torch.zeros(allowed.shape, dtype=states.dtype, device=states.device)
+        attn_bias.masked_fill_(~allowed, float("-inf"))  # built once, shared by every block
         last_weights = None
         for index, block in enumerate(self.blocks):
-            want = need_weights and index == len(self.blocks) - 1
-            states, weights = block(states, allowed, is_item, want)
+            is_last = index == len(self.blocks) - 1
+            states, weights = block(
+                states, attn_bias, is_item, need_weights and is_last, last_only and is_last
+            )
             if weights is not None:
                 last_weights = weights[:, -1, :]  # [batch, seq_len]: newest step's attention
         return self.final_norm(states), last_weights

@@ -113,3 +113,10 @@ def test_explanations_point_into_history() -> None:
 def test_invalid_config() -> None:
     with pytest.raises(ModelError, match="divisible"):
         tiny_model("sasrec", hidden=10, n_heads=3)
+
+
+@pytest.mark.parametrize("kind", ["sasrec", "gru4rec"])
+def test_serving_fast_path_matches_training_path(kind: str) -> None:
+    model = tiny_model(kind).eval()
+    item_seq = _batch()
+    assert torch.allclose(model.last_hidden(item_seq), model(item_seq)[:, -1], atol=1e-5)
