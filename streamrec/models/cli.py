@@ -55,7 +55,11 @@ def train_command(
     loss: Annotated[str, typer.Option(help="ce, gbce or bpr-max.")] = "ce",
     max_users: Annotated[int | None, typer.Option(help="Only the first N users.")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
-    out: Annotated[Path, typer.Option(help="Checkpoint directory.")] = Path("checkpoints/latest"),
+    lr: float = 1e-3,
+    batch_size: int = 128,
+    out: Annotated[
+        Path | None, typer.Option(help="Checkpoint directory (default: <data dir>/checkpoints).")
+    ] = None,
     registry: RegistryOption = None,
     promote: Annotated[bool, typer.Option(help="Promote the registered version.")] = False,
 ) -> None:
@@ -66,8 +70,10 @@ def train_command(
     config = TrainConfig(
         model=model,  # type: ignore[arg-type]
         dataset=dataset, epochs=epochs, time_budget_s=time_budget, seed=seed,
-        max_users=max_users, num_threads=threads, model_params={"loss": loss},
+        max_users=max_users, num_threads=threads, model_params={"loss": loss}, lr=lr,
+        batch_size=batch_size,
     )
+    out = out or get_settings().data_path / "checkpoints" / model
     try:
         result = train(config, out_dir=out)
         console.print(f"test {json.dumps(result.test.metrics)} "
