@@ -48,17 +48,27 @@ ANCHORS = {
 
 #: Recipes (SASRec+: full-softmax CE on all positions; GRU4Rec with the same CE objective).
 RECIPES: dict[str, dict[str, Any]] = {
-    "sasrec": {"model_params": {"max_len": 200, "hidden": 64, "n_layers": 2, "n_heads": 1,
-                                "dropout": 0.2, "loss": "ce"}},
-    "gru4rec": {"model_params": {"max_len": 200, "hidden": 64, "n_layers": 1, "dropout": 0.1,
-                                 "loss": "ce"}},
+    "sasrec": {
+        "model_params": {
+            "max_len": 200,
+            "hidden": 64,
+            "n_layers": 2,
+            "n_heads": 1,
+            "dropout": 0.2,
+            "loss": "ce",
+        }
+    },
+    "gru4rec": {
+        "model_params": {"max_len": 200, "hidden": 64, "n_layers": 1, "dropout": 0.1, "loss": "ce"}
+    },
 }
 
 
 def git_commit() -> str:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit
@@ -91,8 +101,12 @@ def write_results(results: dict[str, Any], out_dir: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", default="popularity,sasrec,gru4rec")
-    parser.add_argument("--time-budget", type=float, default=28 * 60.0,
-                        help="Training seconds per model (evaluation excluded).")
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=28 * 60.0,
+        help="Training seconds per model (evaluation excluded).",
+    )
     parser.add_argument("--epochs", type=int, default=400)
     parser.add_argument("--patience", type=int, default=10)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -110,41 +124,63 @@ def main() -> None:
     results: dict[str, Any] = {
         "protocol": PROTOCOL,
         "commit": git_commit(),
-        "dataset": {"users": data.n_users, "items": data.vocab.n_items,
-                    "interactions": int(sum(len(seq) for seq in data.sequences))},
-        "anchors": {name: {"ndcg@10": ndcg, "recall@10": recall}
-                    for name, (ndcg, recall) in ANCHORS.items()},
-        "settings": {"time_budget_s": args.time_budget, "lr": args.lr,
-                     "batch_size": args.batch_size, "lr_schedule": args.lr_schedule,
-                     "threads": args.threads, "seed": args.seed, "patience": args.patience},
+        "dataset": {
+            "users": data.n_users,
+            "items": data.vocab.n_items,
+            "interactions": int(sum(len(seq) for seq in data.sequences)),
+        },
+        "anchors": {
+            name: {"ndcg@10": ndcg, "recall@10": recall} for name, (ndcg, recall) in ANCHORS.items()
+        },
+        "settings": {
+            "time_budget_s": args.time_budget,
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+            "lr_schedule": args.lr_schedule,
+            "threads": args.threads,
+            "seed": args.seed,
+            "patience": args.patience,
+        },
         "models": {},
     }
     for name in args.models.split(","):
         started = time.monotonic()
         if name == "popularity":
             test_inputs, test_targets = data.test_split()
-            evaluation = evaluate_popularity(test_inputs, test_inputs, test_targets,
-                                             data.vocab.size)
+            evaluation = evaluate_popularity(
+                test_inputs, test_inputs, test_targets, data.vocab.size
+            )
             row: dict[str, Any] = {**evaluation.metrics, "train_seconds": 0.0}
         else:
             config = TrainConfig(
                 model=name,  # type: ignore[arg-type]
-                epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                lr_schedule=args.lr_schedule, patience=args.patience, seed=args.seed,
-                time_budget_s=args.time_budget, num_threads=args.threads, progress=False,
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                lr_schedule=args.lr_schedule,
+                patience=args.patience,
+                seed=args.seed,
+                time_budget_s=args.time_budget,
+                num_threads=args.threads,
+                progress=False,
                 **RECIPES[name],
             )
             result = train(config, data=data, out_dir=args.checkpoints / name)
-            row = {**result.test.metrics, "train_seconds": round(result.train_seconds, 1),
-                   "best_epoch": result.best_epoch, "epochs": len(result.history),
-                   "validation_ndcg@10": result.validation.metrics["ndcg@10"],
-                   "config": result.model.config.to_dict()}
+            row = {
+                **result.test.metrics,
+                "train_seconds": round(result.train_seconds, 1),
+                "best_epoch": result.best_epoch,
+                "epochs": len(result.history),
+                "validation_ndcg@10": result.validation.metrics["ndcg@10"],
+                "config": result.model.config.to_dict(),
+            }
         row["wall_seconds"] = round(time.monotonic() - started, 1)
         results["models"][name] = row
         write_results(results, args.out)
     summary = " ".join(
         f"{name}: ndcg@10={row['ndcg@10']:.4f} recall@10={row['recall@10']:.4f}"
-        f" ({row['train_seconds']:.0f}s)" for name, row in results["models"].items()
+        f" ({row['train_seconds']:.0f}s)"
+        for name, row in results["models"].items()
     )
     print(f"quality ml-1m full-ranking exclude-seen | {summary}")
 

@@ -33,8 +33,9 @@ from streamrec.serving.sequence_ranker import SequenceRanker  # noqa: E402
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -50,8 +51,12 @@ def make_loaded(kind: str, n_items: int, checkpoint: Path | None) -> LoadedModel
     return LoadedModel(model.eval(), vocab, {}, "untrained")
 
 
-def measure(ranker: SequenceRanker, histories: list[History], k: int, repeats: int,
-            ) -> list[float]:
+def measure(
+    ranker: SequenceRanker,
+    histories: list[History],
+    k: int,
+    repeats: int,
+) -> list[float]:
     contexts = [RankContext() for _ in histories]
     for _ in range(max(2, repeats // 10)):  # warm-up
         ranker.rank(histories, contexts, k)
@@ -69,8 +74,12 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=3416)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="Use this checkpoint (else an untrained model of the same size).")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="Use this checkpoint (else an untrained model of the same size).",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -84,19 +93,27 @@ def main() -> None:
         for seq_len in (50, 200):
             for batch in (1, 64, 256):
                 histories = [
-                    History(items=loaded.vocab.decode(
-                        rng.choice(np.arange(1, n_items + 1), seq_len, replace=False).tolist()))
+                    History(
+                        items=loaded.vocab.decode(
+                            rng.choice(np.arange(1, n_items + 1), seq_len, replace=False).tolist()
+                        )
+                    )
                     for _ in range(batch)
                 ]
                 timings = np.array(measure(ranker, histories, args.k, repeats[batch]))
                 p50, p99 = np.percentile(timings, 50), np.percentile(timings, 99)
-                rows.append({
-                    "model": kind if args.checkpoint is None else ranker.name,
-                    "batch": batch, "seq_len": seq_len, "calls": len(timings),
-                    "p50_ms": round(p50 * 1e3, 3), "p99_ms": round(p99 * 1e3, 3),
-                    "requests_per_s": round(batch / p50, 1),
-                    "ranked_candidates_per_s": round(batch * n_items / p50),
-                })
+                rows.append(
+                    {
+                        "model": kind if args.checkpoint is None else ranker.name,
+                        "batch": batch,
+                        "seq_len": seq_len,
+                        "calls": len(timings),
+                        "p50_ms": round(p50 * 1e3, 3),
+                        "p99_ms": round(p99 * 1e3, 3),
+                        "requests_per_s": round(batch / p50, 1),
+                        "ranked_candidates_per_s": round(batch * n_items / p50),
+                    }
+                )
                 print(f"  {rows[-1]}", file=sys.stderr)
     results = {
         "commit": git_commit(),
@@ -112,7 +129,8 @@ def main() -> None:
     best = {(r["model"], r["batch"], r["seq_len"]): r for r in rows}
     summary = " ".join(
         f"{model} b{batch}/L{seq_len} p50={row['p50_ms']:.1f}ms p99={row['p99_ms']:.1f}ms"
-        for (model, batch, seq_len), row in best.items() if batch in (1, 256)
+        for (model, batch, seq_len), row in best.items()
+        if batch in (1, 256)
     )
     print(f"ranker latency | {summary}")
 

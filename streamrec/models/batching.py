@@ -52,6 +52,7 @@ def training_batches(
         batches.extend(members[i : i + batch_size] for i in range(0, len(members), batch_size))
     for batch_index in rng.permutation(len(batches)):
         chosen = [sequences[index] for index in batches[batch_index]]
-        yield left_pad([seq[:-1] for seq in chosen], max_len), left_pad(
-            [seq[1:] for seq in chosen], max_len
+        yield (
+            left_pad([seq[:-1] for seq in chosen], max_len),
+            left_pad([seq[1:] for seq in chosen], max_len),
         )

@@ -69,15 +69,23 @@ def train_command(
         raise typer.BadParameter("--model must be sasrec or gru4rec")
     config = TrainConfig(
         model=model,  # type: ignore[arg-type]
-        dataset=dataset, epochs=epochs, time_budget_s=time_budget, seed=seed,
-        max_users=max_users, num_threads=threads, model_params={"loss": loss}, lr=lr,
+        dataset=dataset,
+        epochs=epochs,
+        time_budget_s=time_budget,
+        seed=seed,
+        max_users=max_users,
+        num_threads=threads,
+        model_params={"loss": loss},
+        lr=lr,
         batch_size=batch_size,
     )
     out = out or get_settings().data_path / "checkpoints" / model
     try:
         result = train(config, out_dir=out)
-        console.print(f"test {json.dumps(result.test.metrics)} "
-                      f"({result.train_seconds:.0f}s, best epoch {result.best_epoch}) -> {out}")
+        console.print(
+            f"test {json.dumps(result.test.metrics)} "
+            f"({result.train_seconds:.0f}s, best epoch {result.best_epoch}) -> {out}"
+        )
         if registry is not None or promote:
             models = _registry(registry)
             version = models.register(out)
@@ -109,8 +117,10 @@ def evaluate_command(
             model, vocab = snapshot.model, snapshot.vocab
         data = build_sequences(load_dataset(dataset), vocab=Vocabulary(vocab.ids))
         if data.vocab.size != vocab.size:
-            console.print(f"[yellow]{data.vocab.size - vocab.size} dataset items are unknown to "
-                          "the model; their targets count as misses[/yellow]")
+            console.print(
+                f"[yellow]{data.vocab.size - vocab.size} dataset items are unknown to "
+                "the model; their targets count as misses[/yellow]"
+            )
         inputs, targets = data.test_split() if split == "test" else data.validation_split()
         known = targets < vocab.size
         inputs = [seq[seq < vocab.size] for seq in inputs]
@@ -120,8 +130,10 @@ def evaluate_command(
     except StreamrecError as exc:
         raise _fail(exc) from exc
     metrics = {name: round(value, 4) for name, value in result.metrics.items()}
-    console.print(f"{split} ({'excluding' if exclude_seen else 'including'} seen items, "
-                  f"{result.n_users} users): {json.dumps(metrics)}")
+    console.print(
+        f"{split} ({'excluding' if exclude_seen else 'including'} seen items, "
+        f"{result.n_users} users): {json.dumps(metrics)}"
+    )
 
 
 @registry_app.command("list")
@@ -131,10 +143,15 @@ def registry_list(registry: RegistryOption = None) -> None:
     table = Table("", "version", "kind", "dataset", "created", "test ndcg@10", "test recall@10")
     for info in models.list():
         test = info.metrics.get("test", {})
-        table.add_row("*" if info.is_current else "", info.version, info.kind or "",
-                      info.dataset or "", info.created_at or "",
-                      f"{test.get('ndcg@10', float('nan')):.4f}",
-                      f"{test.get('recall@10', float('nan')):.4f}")
+        table.add_row(
+            "*" if info.is_current else "",
+            info.version,
+            info.kind or "",
+            info.dataset or "",
+            info.created_at or "",
+            f"{test.get('ndcg@10', float('nan')):.4f}",
+            f"{test.get('recall@10', float('nan')):.4f}",
+        )
     console.print(table)
 
 

@@ -93,7 +93,12 @@ def evaluate_model(
 
     try:
         return evaluate_scores(
-            score_fn, inputs, targets, model.n_items, k=k, exclude_seen=exclude_seen,
+            score_fn,
+            inputs,
+            targets,
+            model.n_items,
+            k=k,
+            exclude_seen=exclude_seen,
             batch_size=batch_size,
         )
     finally:

@@ -145,8 +145,10 @@ class ModelRegistry:
             if stack and stack[-1] == version:
                 return
             stack.append(version)
-            history = [*pointer.get("history", []),
-                       {"action": "promote", "version": version, "at": _now()}]
+            history = [
+                *pointer.get("history", []),
+                {"action": "promote", "version": version, "at": _now()},
+            ]
             self._write_pointer({"version": version, "stack": stack, "history": history})
         logger.info("promoted %s", version)
 
@@ -159,8 +161,10 @@ class ModelRegistry:
                 raise ModelError("nothing to roll back to: fewer than two promotions")
             dropped = stack.pop()
             version: str = stack[-1]
-            history = [*pointer.get("history", []),
-                       {"action": "rollback", "version": version, "from": dropped, "at": _now()}]
+            history = [
+                *pointer.get("history", []),
+                {"action": "rollback", "version": version, "from": dropped, "at": _now()},
+            ]
             self._write_pointer({"version": version, "stack": stack, "history": history})
         logger.info("rolled back from %s to %s", dropped, version)
         return version
@@ -187,12 +191,18 @@ class ModelRegistry:
         infos: builtins.list[VersionInfo] = []
         for version in sorted(self._version_names(), key=lambda name: int(name[1:])):
             meta = read_meta(self.versions_dir / version)
-            infos.append(VersionInfo(
-                version=version, path=self.versions_dir / version,
-                created_at=meta.get("created_at"), dataset=meta.get("dataset"),
-                kind=meta.get("config", {}).get("kind"), metrics=meta.get("metrics", {}),
-                vocab_hash=meta.get("vocab_hash"), is_current=version == current,
-            ))
+            infos.append(
+                VersionInfo(
+                    version=version,
+                    path=self.versions_dir / version,
+                    created_at=meta.get("created_at"),
+                    dataset=meta.get("dataset"),
+                    kind=meta.get("config", {}).get("kind"),
+                    metrics=meta.get("metrics", {}),
+                    vocab_hash=meta.get("vocab_hash"),
+                    is_current=version == current,
+                )
+            )
         return infos
 
     def load(self, version: str | None = None, device: torch.device | str = "cpu") -> LoadedModel:
@@ -216,8 +226,11 @@ class ModelRegistry:
     def _version_names(self) -> builtins.list[str]:
         if not self.versions_dir.is_dir():
             return []
-        return [entry.name for entry in self.versions_dir.iterdir()
-                if entry.is_dir() and _VERSION_RE.match(entry.name)]
+        return [
+            entry.name
+            for entry in self.versions_dir.iterdir()
+            if entry.is_dir() and _VERSION_RE.match(entry.name)
+        ]
 
     def _read_pointer(self) -> dict[str, Any]:
         try:
@@ -251,7 +264,10 @@ class ModelHandle:
     """
 
     def __init__(
-        self, registry: ModelRegistry | str | Path, *, device: torch.device | str = "cpu",
+        self,
+        registry: ModelRegistry | str | Path,
+        *,
+        device: torch.device | str = "cpu",
         check_interval_s: float = 1.0,
     ) -> None:
         self.registry = registry if isinstance(registry, ModelRegistry) else ModelRegistry(registry)
@@ -298,8 +314,9 @@ class ModelHandle:
                 return False
             with self._lock:
                 previous, self._loaded = self._loaded, fresh
-            logger.info("serving %s (was %s)", fresh.version,
-                        previous.version if previous else None)
+            logger.info(
+                "serving %s (was %s)", fresh.version, previous.version if previous else None
+            )
             return True
 
     def start(self) -> None:

@@ -156,11 +156,17 @@ def train(
         losses: list[float] = []
         batches = training_batches(train_sequences, config.batch_size, model_config.max_len, rng)
         n_batches = -(-sum(len(seq) >= 2 for seq in train_sequences) // config.batch_size)
-        progress = tqdm(batches, total=n_batches, desc=f"epoch {epoch}", leave=False,
-                        disable=not config.progress)
+        progress = tqdm(
+            batches,
+            total=n_batches,
+            desc=f"epoch {epoch}",
+            leave=False,
+            disable=not config.progress,
+        )
         for step, (item_seq, target_seq) in enumerate(progress):
-            _set_lr(optimizer, config, epoch - 1 + step / max(n_batches, 1),
-                    time.monotonic() - started)
+            _set_lr(
+                optimizer, config, epoch - 1 + step / max(n_batches, 1), time.monotonic() - started
+            )
             optimizer.zero_grad(set_to_none=True)
             with autocast(device):
                 loss = sequence_loss(model, item_seq.to(device), target_seq.to(device))
@@ -179,12 +185,21 @@ def train(
             model, val_inputs, val_targets, k=config.k, exclude_seen=config.exclude_seen
         )
         ndcg = validation.metrics[f"ndcg@{config.k}"]
-        row = {"epoch": float(epoch), "loss": float(np.mean(losses)) if losses else float("nan"),
-               "seconds": time.monotonic() - started,
-               **{f"val_{name}": value for name, value in validation.metrics.items()}}
+        row = {
+            "epoch": float(epoch),
+            "loss": float(np.mean(losses)) if losses else float("nan"),
+            "seconds": time.monotonic() - started,
+            **{f"val_{name}": value for name, value in validation.metrics.items()},
+        }
         history.append(row)
-        logger.info("epoch %d loss %.4f val ndcg@%d %.4f (%.0fs)", epoch, row["loss"],
-                    config.k, ndcg, row["seconds"])
+        logger.info(
+            "epoch %d loss %.4f val ndcg@%d %.4f (%.0fs)",
+            epoch,
+            row["loss"],
+            config.k,
+            ndcg,
+            row["seconds"],
+        )
         if ndcg > best_ndcg:
             best_ndcg, best_epoch, best_validation = ndcg, epoch, validation
             best_state = copy.deepcopy(model.state_dict())
@@ -221,5 +236,6 @@ def train(
             "metrics": {"validation": best_validation.metrics, "test": test.metrics},
         }
         checkpoint_dir = save_checkpoint(out_path, model, data.vocab, meta)
-    return TrainResult(model, data, history, best_epoch, best_validation, test, train_seconds,
-                       checkpoint_dir)
+    return TrainResult(
+        model, data, history, best_epoch, best_validation, test, train_seconds, checkpoint_dir
+    )

@@ -104,15 +104,21 @@ class SequenceRanker:
         empty_rows = [row for row, items in enumerate(encoded) if not items]
         for start in range(0, len(known_rows), self.batch_size):
             rows = known_rows[start : start + self.batch_size]
-            ranked = self._rank_model(snapshot, [encoded[r] for r in rows],
-                                      [histories[r] for r in rows], k, want_explanations)
+            ranked = self._rank_model(
+                snapshot,
+                [encoded[r] for r in rows],
+                [histories[r] for r in rows],
+                k,
+                want_explanations,
+            )
             for row, result in zip(rows, ranked, strict=True):
                 results[row] = result
         if empty_rows:
             fallback_histories = [histories[r] for r in empty_rows]
             if self.fallback is not None:
-                fallback_contexts = [contexts[r] if r < len(contexts) else RankContext()
-                                     for r in empty_rows]
+                fallback_contexts = [
+                    contexts[r] if r < len(contexts) else RankContext() for r in empty_rows
+                ]
                 ranked = self.fallback.rank(fallback_histories, fallback_contexts, k)
             else:
                 ranked = self._rank_popular(snapshot, fallback_histories, k)
@@ -124,8 +130,12 @@ class SequenceRanker:
         return seen_matrix([snapshot.vocab.encode(h.excluded()) for h in histories])
 
     def _rank_model(
-        self, snapshot: LoadedModel, encoded: list[list[int]], histories: Sequence[History],
-        k: int, want_explanations: bool,
+        self,
+        snapshot: LoadedModel,
+        encoded: list[list[int]],
+        histories: Sequence[History],
+        k: int,
+        want_explanations: bool,
     ) -> list[Ranked]:
         model = snapshot.model
         item_seq = left_pad(encoded, model.config.max_len).to(model.device)  # [batch, L]
@@ -135,12 +145,17 @@ class SequenceRanker:
             top_scores, top_items = torch.topk(item_scores, min(k, model.n_items - 1), dim=-1)
             positions = (
                 model.explain(item_seq, top_items, self.explain_top_n)
-                if want_explanations else None
+                if want_explanations
+                else None
             )  # [batch, k, top_n]
         return [
-            self._to_ranked(snapshot, top_items[row], top_scores[row],
-                            item_seq[row] if positions is not None else None,
-                            positions[row] if positions is not None else None)
+            self._to_ranked(
+                snapshot,
+                top_items[row],
+                top_scores[row],
+                item_seq[row] if positions is not None else None,
+                positions[row] if positions is not None else None,
+            )
             for row in range(len(encoded))
         ]
 
@@ -152,13 +167,18 @@ class SequenceRanker:
         item_scores = popularity[None, :].expand(len(histories), -1)  # [batch, n_items]
         item_scores = mask_scores(item_scores, self._excluded(snapshot, histories))
         top_scores, top_items = torch.topk(item_scores, min(k, model.n_items - 1), dim=-1)
-        return [self._to_ranked(snapshot, top_items[row], top_scores[row], None, None)
-                for row in range(len(histories))]
+        return [
+            self._to_ranked(snapshot, top_items[row], top_scores[row], None, None)
+            for row in range(len(histories))
+        ]
 
     @staticmethod
     def _to_ranked(
-        snapshot: LoadedModel, items: torch.Tensor, scores: torch.Tensor,
-        item_seq: torch.Tensor | None, positions: torch.Tensor | None,
+        snapshot: LoadedModel,
+        items: torch.Tensor,
+        scores: torch.Tensor,
+        item_seq: torch.Tensor | None,
+        positions: torch.Tensor | None,
     ) -> Ranked:
         keep = torch.isfinite(scores)  # -inf = nothing left to rank
         indices = items[keep].tolist()

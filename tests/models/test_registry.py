@@ -14,8 +14,12 @@ def _register(registry: ModelRegistry, tmp_path, seed: int) -> str:
     model = tiny_model("sasrec")
     torch.manual_seed(seed)
     torch.nn.init.normal_(model.item_embedding.weight)  # make versions distinguishable
-    source = save_checkpoint(tmp_path / f"ckpt{seed}", model, tiny_vocab(),
-                             {"dataset": "toy", "metrics": {"test": {"ndcg@10": seed / 10}}})
+    source = save_checkpoint(
+        tmp_path / f"ckpt{seed}",
+        model,
+        tiny_vocab(),
+        {"dataset": "toy", "metrics": {"test": {"ndcg@10": seed / 10}}},
+    )
     return registry.register(source)
 
 
@@ -57,8 +61,10 @@ def test_concurrent_registrations_get_distinct_versions(tmp_path) -> None:
     registry = ModelRegistry(tmp_path / "reg")
     source = save_checkpoint(tmp_path / "c", tiny_model("gru4rec"), tiny_vocab(), {})
     versions: list[str] = []
-    threads = [threading.Thread(target=lambda: versions.append(registry.register(source)))
-               for _ in range(6)]
+    threads = [
+        threading.Thread(target=lambda: versions.append(registry.register(source)))
+        for _ in range(6)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -78,8 +84,7 @@ def test_handle_hot_reloads_and_keeps_old_snapshot(tmp_path) -> None:
     # The request that started before the swap still holds a complete, working model.
     item_seq = torch.tensor([[1, 2, 3]])
     assert in_flight.model.last_hidden(item_seq).shape == (1, 16)
-    assert not torch.equal(in_flight.model.item_embedding.weight,
-                           fresh.model.item_embedding.weight)
+    assert not torch.equal(in_flight.model.item_embedding.weight, fresh.model.item_embedding.weight)
     registry.rollback()
     assert handle.get().version == "v0001"
 

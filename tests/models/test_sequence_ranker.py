@@ -19,8 +19,9 @@ class _Constant:
     def __init__(self) -> None:
         self.calls: list[list[History]] = []
 
-    def rank(self, histories: Sequence[History], contexts: Sequence[RankContext],
-             k: int) -> list[Ranked]:
+    def rank(
+        self, histories: Sequence[History], contexts: Sequence[RankContext], k: int
+    ) -> list[Ranked]:
         self.calls.append(list(histories))
         return [Ranked(["fallback"], [1.0]) for _ in histories]
 
@@ -73,8 +74,9 @@ def test_batch_equals_one_by_one(loaded: LoadedModel) -> None:
 def test_empty_histories_use_fallback(loaded: LoadedModel) -> None:
     fallback = _Constant()
     ranker = SequenceRanker(loaded, fallback=fallback)
-    results = ranker.rank([History(items=[]), History(items=["item2"]),
-                           History(items=["only-unknown"])], _ctx(3), k=3)
+    results = ranker.rank(
+        [History(items=[]), History(items=["item2"]), History(items=["only-unknown"])], _ctx(3), k=3
+    )
     assert results[0].item_ids == ["fallback"] and results[2].item_ids == ["fallback"]
     assert len(results[1].item_ids) == 3 and len(fallback.calls) == 1
 

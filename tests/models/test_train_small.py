@@ -36,11 +36,18 @@ def _random_hr(data: SequenceData, k: int) -> float:
 
 
 @pytest.mark.parametrize("kind", ["sasrec", "gru4rec"])
-def test_train_and_evaluate_beats_random(tmp_path: Path, slice_data: SequenceData,
-                                         kind: str) -> None:
+def test_train_and_evaluate_beats_random(
+    tmp_path: Path, slice_data: SequenceData, kind: str
+) -> None:
     config = TrainConfig(
-        model=kind, epochs=2, batch_size=16, lr=1e-2, num_threads=1, progress=False,
-        lr_schedule="linear", model_params={"max_len": 50, "hidden": 32},
+        model=kind,
+        epochs=2,
+        batch_size=16,
+        lr=1e-2,
+        num_threads=1,
+        progress=False,
+        lr_schedule="linear",
+        model_params={"max_len": 50, "hidden": 32},
     )
     result = train(config, data=slice_data, out_dir=tmp_path / kind)
     metrics = result.test.metrics
@@ -66,16 +73,23 @@ def test_train_and_evaluate_beats_random(tmp_path: Path, slice_data: SequenceDat
 def test_exclude_seen_option_and_popularity(slice_data: SequenceData) -> None:
     inputs, targets = slice_data.test_split()
     excluded = evaluate_popularity(inputs, inputs, targets, slice_data.vocab.size)
-    included = evaluate_popularity(inputs, inputs, targets, slice_data.vocab.size,
-                                   exclude_seen=False)
+    included = evaluate_popularity(
+        inputs, inputs, targets, slice_data.vocab.size, exclude_seen=False
+    )
     assert excluded.exclude_seen and not included.exclude_seen
     assert excluded.metrics["hr@10"] >= included.metrics["hr@10"]
     assert 0 < excluded.metrics["coverage@10"] <= 1
 
 
 def test_time_budget_stops_training(slice_data: SequenceData) -> None:
-    config = TrainConfig(model="gru4rec", epochs=50, time_budget_s=0.01, num_threads=1,
-                         progress=False, model_params={"max_len": 20, "hidden": 16})
+    config = TrainConfig(
+        model="gru4rec",
+        epochs=50,
+        time_budget_s=0.01,
+        num_threads=1,
+        progress=False,
+        model_params={"max_len": 20, "hidden": 16},
+    )
     result = train(config, data=slice_data)
     assert len(result.history) == 1
 
@@ -86,15 +100,38 @@ def test_cli_train_evaluate_registry(tmp_path: Path, ml1m_slice: pd.DataFrame) -
     registry = tmp_path / "registry"
     runner = CliRunner()
     for out in ("a", "b"):
-        trained = runner.invoke(app, [
-            "train", "--model", "gru4rec", "--dataset", str(log), "--epochs", "1",
-            "--threads", "1", "--out", str(tmp_path / out), "--registry", str(registry),
-            "--promote",
-        ])
+        trained = runner.invoke(
+            app,
+            [
+                "train",
+                "--model",
+                "gru4rec",
+                "--dataset",
+                str(log),
+                "--epochs",
+                "1",
+                "--threads",
+                "1",
+                "--out",
+                str(tmp_path / out),
+                "--registry",
+                str(registry),
+                "--promote",
+            ],
+        )
         assert trained.exit_code == 0, trained.output
     assert ModelRegistry(registry).current() == "v0002"
-    evaluated = runner.invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "a"),
-                                    "--dataset", str(log), "--no-exclude-seen"])
+    evaluated = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(tmp_path / "a"),
+            "--dataset",
+            str(log),
+            "--no-exclude-seen",
+        ],
+    )
     assert evaluated.exit_code == 0 and "including seen" in evaluated.output
     evaluated = runner.invoke(app, ["evaluate", "--registry", str(registry), "--dataset", str(log)])
     assert evaluated.exit_code == 0 and "ndcg@10" in evaluated.output
@@ -102,7 +139,9 @@ def test_cli_train_evaluate_registry(tmp_path: Path, ml1m_slice: pd.DataFrame) -
     assert listed.exit_code == 0 and "v0001" in listed.output
     assert runner.invoke(app, ["registry", "rollback", "--registry", str(registry)]).exit_code == 0
     assert ModelRegistry(registry).current() == "v0001"
-    assert runner.invoke(app, ["registry", "promote", "v0002", "--registry",
-                               str(registry)]).exit_code == 0
+    assert (
+        runner.invoke(app, ["registry", "promote", "v0002", "--registry", str(registry)]).exit_code
+        == 0
+    )
     failed = runner.invoke(app, ["registry", "promote", "v0099", "--registry", str(registry)])
     assert failed.exit_code == 1 and "no version" in failed.output
