@@ -285,7 +285,8 @@ class ModelHandle:
     def get(self) -> LoadedModel:
         """The model to use for one request (checks for a new promotion when due)."""
         if self._thread is None and time.monotonic() - self._last_check >= self.check_interval_s:
-            self.refresh()
+            # Never wait for another thread's reload: serve the current model meanwhile.
+            self.refresh(blocking=self._loaded is None)
         loaded = self._loaded
         if loaded is None:
             raise ModelError(f"no version is promoted in {self.registry.root}")
@@ -296,28 +297,37 @@ class ModelHandle:
         loaded = self._loaded
         return loaded.version if loaded else None
 
-    def refresh(self, force: bool = False) -> bool:
-        """Load the promoted version if the pointer changed; True when a swap happened."""
-        with self._reload_lock:  # one reloader at a time; readers are never blocked by it
-            self._last_check = time.monotonic()
-            signature = self.registry.pointer_signature()
-            if not force and signature == self._signature:
+    def refresh(self, force: bool = False, *, blocking: bool = True) -> bool:
+        """Load the promoted version if the pointer changed; True when a swap happened.
+
+        One reloader at a time; with ``blocking=False`` return False at once if another
+        thread is already reloading.
+        """
+        if not self._reload_lock.acquire(blocking=blocking):
+            return False
+        try:
+            return self._reload(force)
+        finally:
+            self._reload_lock.release()
+
+    def _reload(self, force: bool) -> bool:
+        self._last_check = time.monotonic()
+        signature = self.registry.pointer_signature()
+        if not force and signature == self._signature:
+            return False
+        self._signature = signature
+        try:
+            version = self.registry.current()
+            if version is None or (self._loaded and self._loaded.version == version):
                 return False
-            self._signature = signature
-            try:
-                version = self.registry.current()
-                if version is None or (self._loaded and self._loaded.version == version):
-                    return False
-                fresh = self.registry.load(version, device=self.device)
-            except ModelError:
-                logger.exception("reload failed; keeping version %s", self.version)
-                return False
-            with self._lock:
-                previous, self._loaded = self._loaded, fresh
-            logger.info(
-                "serving %s (was %s)", fresh.version, previous.version if previous else None
-            )
-            return True
+            fresh = self.registry.load(version, device=self.device)
+        except ModelError:
+            logger.exception("reload failed; keeping version %s", self.version)
+            return False
+        with self._lock:
+            previous, self._loaded = self._loaded, fresh
+        logger.info("serving %s (was %s)", fresh.version, previous.version if previous else None)
+        return True
 
     def start(self) -> None:
         """Watch the pointer in a daemon thread."""

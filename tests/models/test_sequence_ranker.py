@@ -127,3 +127,35 @@ def test_from_checkpoint(tmp_path) -> None:
     ranker = SequenceRanker.from_checkpoint(tmp_path / "ck")
     assert ranker.version == "ck"
     assert len(ranker.rank([History(items=["item4"])], _ctx(1), k=2)[0].item_ids) == 2
+
+
+def test_no_request_fails_while_promotions_swap_models(tmp_path) -> None:
+    import threading
+
+    registry = ModelRegistry(tmp_path / "reg")
+    for seed in (1, 2):
+        model = tiny_model("gru4rec")
+        torch.manual_seed(seed)
+        torch.nn.init.normal_(model.item_embedding.weight)
+        registry.register(save_checkpoint(tmp_path / f"c{seed}", model, tiny_vocab(), {}))
+    registry.promote("v0001")
+    ranker = SequenceRanker.from_registry(registry.root, check_interval_s=0.0)
+    errors: list[BaseException] = []
+    sizes: list[int] = []
+
+    def serve() -> None:
+        try:
+            for _ in range(40):
+                [ranked] = ranker.rank([History(items=["item1", "item3"])], _ctx(1), k=5)
+                sizes.append(len(ranked.item_ids))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=serve) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for round_ in range(10):
+        registry.promote("v0002" if round_ % 2 == 0 else "v0001")
+    for worker in workers:
+        worker.join()
+    assert not errors and sizes == [5] * 160
