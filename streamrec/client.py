@@ -26,6 +26,7 @@ from streamrec.errors import StreamrecError
 from streamrec.events import Recommendation, encode, event_key, parse_event
 
 __all__ = [
+    "BatchProducer",
     "ConsumedEvent",
     "DeliveryError",
     "DeliveryStats",
@@ -368,3 +369,62 @@ def _header_pairs(headers: Any) -> list[tuple[str, bytes | None]]:
         return []
     items = headers.items() if isinstance(headers, dict) else headers
     return [(name, value.encode() if isinstance(value, str) else value) for name, value in items]
+
+
+class BatchProducer:
+    """Produce a batch of records and wait (asynchronously) until the broker has them all.
+
+    Used by the stream worker for its outputs: librdkafka batches and acknowledges in C, and
+    :meth:`flush` runs in a thread so the event loop keeps consuming meanwhile. A batch that is
+    not fully acknowledged raises :class:`DeliveryError`, so the caller never commits its input.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._producer = Producer(
+            {
+                **settings.kafka.librdkafka(),
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": settings.kafka.producer_linger_ms,
+                "compression.type": settings.kafka.producer_compression,
+            }
+        )
+        self._errors: list[str] = []
+
+    def _report(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._errors.append(f"{msg.topic()}: {err}")
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    topic,
+                    value=value,
+                    key=key,
+                    headers=headers,  # type: ignore[arg-type]
+                    on_delivery=self._report,
+                )
+                break
+            except BufferError:
+                self._producer.poll(0.05)
+        self._producer.poll(0)
+
+    async def flush(self, timeout: float = 60.0) -> None:
+        import asyncio
+
+        remaining = await asyncio.to_thread(self._producer.flush, timeout)
+        errors, self._errors = self._errors, []
+        if remaining or errors:
+            raise DeliveryError(
+                f"{remaining} records unacknowledged after {timeout}s; errors: {errors[:3]}"
+            )
+
+    def close(self, timeout: float = 30.0) -> None:
+        self._producer.flush(timeout)

@@ -162,6 +162,9 @@ class StreamSettings(BaseModel):
         description="Reward by event type for an attributed event.",
     )
     ranker: str = Field("popularity", description="Ranker name (popularity, model).")
+    popular_refresh_s: float = Field(
+        1.0, ge=0, description="Max age of the in-process snapshot of popular items."
+    )
 
 
 class ApiSettings(BaseModel):

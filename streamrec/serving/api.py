@@ -42,7 +42,9 @@ def create_app(settings: Settings, ranker: Ranker) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         state = StateStore.from_settings(settings.redis)
         holder["state"] = state
-        holder["recommender"] = Recommender(state, ranker)
+        holder["recommender"] = Recommender(
+            state, ranker, popular_refresh_s=settings.stream.popular_refresh_s
+        )
         metrics.MODEL_INFO.info({"ranker": ranker.name, "version": ranker.version})
         try:
             yield

@@ -9,14 +9,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from streamrec import metrics
-from streamrec.events import Recommendation, RecommendedItem
+from streamrec.events import Recommendation
 from streamrec.serving.ranker import History, RankContext, Ranked, Ranker
 from streamrec.state.store import StateStore
 
 __all__ = ["Recommender", "Request"]
 
 #: Most popular items fetched per context, beyond k, to leave room after excluding seen items.
-_POPULAR_SLACK = 200
+_POPULAR_SLACK = 100
+
+Context = tuple[int | None, str | None]  # (hour of day, device)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +40,16 @@ class Recommender:
         *,
         policy: str = "greedy",
         offload: bool | None = None,
+        popular_refresh_s: float = 1.0,
     ) -> None:
         self.state = state
         self.ranker = ranker
         self.policy = policy
+        self.popular_refresh_s = popular_refresh_s
+        # (hour, device) -> (fetched at, list): popularity moves slowly (half-life of hours), so
+        # a snapshot at most `popular_refresh_s` old saves a Redis read per batch.
+        self._popular: dict[Context, tuple[float, list[tuple[str, float]]]] = {}
+        self._popular_full: dict[Context, int] = {}
         # Model rankers run in a thread so the event loop keeps serving Kafka/HTTP meanwhile.
         self.offload = ranker.name != "popularity" if offload is None else offload
 
@@ -50,15 +58,13 @@ class Recommender:
             return []
         longest = max(len(request.history.excluded()) for request in requests)
         contexts = [(r.hour, r.device) for r in requests]
-        popular = await self.state.popular_many(k + longest + _POPULAR_SLACK, contexts)
-        rank_contexts = [
-            RankContext(
-                hour=r.hour,
-                device=r.device,
-                popular=_blend(popular[(r.hour, r.device)], popular[(None, None)]),
-            )
-            for r in requests
-        ]
+        popular = await self.popular_lists(contexts, k + longest + _POPULAR_SLACK)
+        # One context object per distinct (hour, device) in the batch, shared by its requests.
+        shared: dict[tuple[int | None, str | None], RankContext] = {}
+        for hour, device in dict.fromkeys(contexts):
+            blended = _blend(popular[(hour, device)], popular[(None, None)])
+            shared[(hour, device)] = RankContext(hour=hour, device=device, popular=blended)
+        rank_contexts = [shared[key] for key in contexts]
         histories = [r.history for r in requests]
         started = time.perf_counter()
         if self.offload:
@@ -68,29 +74,52 @@ class Recommender:
         metrics.INFERENCE_SECONDS.labels(self.ranker.name).observe(time.perf_counter() - started)
         return ranked
 
-    def record(self, request: Request, ranked: Ranked) -> Recommendation:
-        items = [
-            RecommendedItem(
-                item_id=item,
-                score=float(score),
-                position=position,
-                propensity=ranked.propensities[position] if ranked.propensities else None,
-                explanation=ranked.explanations[position] if ranked.explanations else None,
-            )
-            for position, (item, score) in enumerate(
-                zip(ranked.item_ids, ranked.scores, strict=True)
-            )
+    async def popular_lists(
+        self, contexts: list[tuple[int | None, str | None]], wanted: int
+    ) -> dict[tuple[int | None, str | None], list[tuple[str, float]]]:
+        now = time.monotonic()
+        needed = [(None, None), *dict.fromkeys(contexts)]
+        size = -(-wanted // 128) * 128  # round up so small changes in `wanted` reuse the cache
+        stale = [
+            ctx
+            for ctx in needed
+            if ctx not in self._popular
+            or now - self._popular[ctx][0] > self.popular_refresh_s
+            or len(self._popular[ctx][1]) < min(size, self._popular_full.get(ctx, size))
         ]
-        return Recommendation(
-            user_id=request.history.user_id,
-            session_id=request.history.session_id,
-            event_id=request.event_id,
-            items=items,
-            model_version=self.ranker.version,
-            policy=self.policy,
-            event_time=(
-                datetime.fromtimestamp(request.event_time, UTC) if request.event_time else None
-            ),
+        if stale:
+            fresh = await self.state.popular_many(size, stale)
+            for ctx, rows in fresh.items():
+                self._popular[ctx] = (now, rows)
+                # A list shorter than asked for is the whole catalogue for that context.
+                self._popular_full[ctx] = len(rows) if len(rows) < size else size
+        return {ctx: self._popular[ctx][1] for ctx in needed}
+
+    def record(self, request: Request, ranked: Ranked) -> Recommendation:
+        # One validation call for the record and its items (pydantic-core, in Rust).
+        propensities = ranked.propensities
+        explanations = ranked.explanations
+        return Recommendation.model_validate(
+            {
+                "user_id": request.history.user_id,
+                "session_id": request.history.session_id,
+                "event_id": request.event_id,
+                "items": [
+                    {
+                        "item_id": item,
+                        "score": float(score),
+                        "position": position,
+                        "propensity": propensities[position] if propensities else None,
+                        "explanation": explanations[position] if explanations else None,
+                    }
+                    for position, (item, score) in enumerate(
+                        zip(ranked.item_ids, ranked.scores, strict=True)
+                    )
+                ],
+                "model_version": self.ranker.version,
+                "policy": self.policy,
+                "event_time": request.event_time,
+            }
         )
 
     async def recommend(

@@ -6,7 +6,8 @@ key                               type    holds                                 
 ``{p}:v1:e:{event_id}``           string  the event was applied (idempotency)   dedup_ttl
 ``{p}:v1:s:{session_id}``         list    last N ``item<TAB>type<TAB>ts``,      session
                                           newest first
-``{p}:v1:u:{user_id}:h``          list    last M entries of the user            user
+``{p}:v1:u:{user_id}:h``          list    last M item ids of the user, newest   user
+                                          first
 ``{p}:v1:u:{user_id}:c``          hash    ``events`` and one count per type     user
 ``{p}:v1:u:{user_id}:s``          set     the user's session ids                user
 ``{p}:v1:r:{session_or_user}``    hash    item -> last recommendation showing   session

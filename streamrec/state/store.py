@@ -36,52 +36,66 @@ log = logging.getLogger(__name__)
 #: How much one event of each type adds to an item's popularity.
 POPULARITY_WEIGHTS = {"view": 1.0, "click": 1.0, "add_to_cart": 2.0, "purchase": 3.0, "rating": 1.0}
 
+# Settings are baked into the script text (one script per configuration) so each call carries
+# only what varies per event: fewer arguments to pack and send on the hot path.
 _APPLY = """
--- KEYS: 1 dedup, 2 session, 3 user history, 4 user counters, 5 user sessions,
+-- KEYS: 1 dedup, 2 session ('' when none), 3 user history, 4 user counters, 5 user sessions,
 --       6 pop, 7 pop by hour, 8 pop by device ('' when none), 9 shown-to-this-session
--- ARGV: 1 entry, 2 item, 3 type, 4 ts, 5 session_len, 6 user_len, 7 session_ttl, 8 user_ttl,
---       9 dedup_ttl, 10 weight, 11 half_life, 12 session_id ('' when none), 13 attribute (0/1)
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[9]) then
-  return {0}
+-- ARGV: 1 item, 2 type, 3 ts, 4 popularity weight, 5 session_id, 6 attribute (0/1),
+--       7 return the user's history (0/1)
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', {dedup_ttl}) then
+  if ARGV[7] == '1' then return {{0, redis.call('LRANGE', KEYS[3], 0, -1)}} end
+  return {{0}}
 end
-local ts = tonumber(ARGV[4])
-local user_ttl = tonumber(ARGV[8])
-local session_items = {}
-if ARGV[12] ~= '' then
-  redis.call('LPUSH', KEYS[2], ARGV[1])
-  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[5]) - 1)
-  redis.call('EXPIRE', KEYS[2], ARGV[7])
-  redis.call('SADD', KEYS[5], ARGV[12])
-  redis.call('EXPIRE', KEYS[5], user_ttl)
-  session_items = redis.call('LRANGE', KEYS[2], 0, -1)
+local ts = tonumber(ARGV[3])
+if KEYS[2] ~= '' then
+  redis.call('LPUSH', KEYS[2], ARGV[1] .. '\t' .. ARGV[2] .. '\t' .. ARGV[3])
+  redis.call('LTRIM', KEYS[2], 0, {session_len} - 1)
+  redis.call('EXPIRE', KEYS[2], {session_ttl})
+  redis.call('SADD', KEYS[5], ARGV[5])
+  redis.call('EXPIRE', KEYS[5], {user_ttl})
 end
 redis.call('LPUSH', KEYS[3], ARGV[1])
-redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[6]) - 1)
-redis.call('EXPIRE', KEYS[3], user_ttl)
+redis.call('LTRIM', KEYS[3], 0, {user_len} - 1)
+redis.call('EXPIRE', KEYS[3], {user_ttl})
 redis.call('HINCRBY', KEYS[4], 'events', 1)
-redis.call('HINCRBY', KEYS[4], ARGV[3], 1)
-redis.call('EXPIRE', KEYS[4], user_ttl)
-local weight = tonumber(ARGV[10])
-local now = ts / tonumber(ARGV[11])
+redis.call('HINCRBY', KEYS[4], ARGV[2], 1)
+redis.call('EXPIRE', KEYS[4], {user_ttl})
+local weight = tonumber(ARGV[4])
+local now = ts / {half_life}
+local log2 = math.log(2)
 local function bump(key)
-  local old = redis.call('ZSCORE', key, ARGV[2])
+  local old = redis.call('ZSCORE', key, ARGV[1])
   local score
   if old then
-    score = now + math.log(2 ^ (tonumber(old) - now) + weight) / math.log(2)
+    score = now + math.log(2 ^ (tonumber(old) - now) + weight) / log2
   else
-    score = now + math.log(weight) / math.log(2)
+    score = now + math.log(weight) / log2
   end
-  redis.call('ZADD', key, score, ARGV[2])
+  redis.call('ZADD', key, score, ARGV[1])
 end
 bump(KEYS[6])
 bump(KEYS[7])
 if KEYS[8] ~= '' then bump(KEYS[8]) end
 local shown = false
-if ARGV[13] == '1' then
-  shown = redis.call('HGET', KEYS[9], ARGV[2])
+if ARGV[6] == '1' then
+  shown = redis.call('HGET', KEYS[9], ARGV[1])
 end
-return {1, session_items, redis.call('LRANGE', KEYS[3], 0, -1), shown}
+local history = false
+if ARGV[7] == '1' then history = redis.call('LRANGE', KEYS[3], 0, -1) end
+return {{1, history, shown}}
 """
+
+
+def _script(settings: RedisSettings) -> str:
+    return _APPLY.format(
+        dedup_ttl=int(settings.dedup_ttl_s),
+        session_len=int(settings.session_len),
+        session_ttl=int(settings.session_ttl_s),
+        user_ttl=int(settings.user_ttl_s),
+        user_len=int(settings.user_history_len),
+        half_life=repr(float(settings.popularity_half_life_s)),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +103,7 @@ class Applied:
     """Outcome of applying one event."""
 
     applied: bool  # False: already applied before (duplicate)
-    session_items: list[str]  # oldest first
-    user_items: list[str]  # oldest first
+    user_items: list[str]  # the user's history after this event, oldest first
     shown: dict[str, Any] | None  # the recommendation that showed this item, if any
 
 
@@ -107,17 +120,26 @@ class Shown:
     event_time: float
 
 
-def _entry(item: str, kind: str, ts: float) -> str:
-    return f"{item}\t{kind}\t{ts:.3f}"
+def _histories(events: Sequence[Any], replies: Sequence[Any]) -> list[list[str]]:
+    """Each event's user history (oldest first) right after it was applied.
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else value
-
-
-def _items(entries: Sequence[bytes | str]) -> list[str]:
-    """Entries are stored newest first; return item ids oldest first."""
-    return [_text(entry).split("\t", 1)[0] for entry in reversed(entries)]
+    The last event of each user in the batch carries the history as Redis returned it; an
+    earlier event's history is that list without the user's items applied after it. (Those
+    views can hold up to that many fewer of the oldest items than the bounded list did.)
+    """
+    out: list[list[str]] = [[] for _ in events]
+    current: dict[str, list[str]] = {}
+    later: dict[str, int] = {}
+    for index in range(len(events) - 1, -1, -1):
+        user = events[index].user_id
+        if user not in current:
+            current[user] = list(reversed(replies[index][1] or []))
+            later[user] = 0
+        full = current[user]
+        out[index] = full[: len(full) - later[user]] if later[user] else full
+        if replies[index][0]:
+            later[user] += 1
+    return out
 
 
 class StateStore:
@@ -127,12 +149,17 @@ class StateStore:
         self.client = client
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
+        self._script = _script(settings)
         self._apply_sha: str | None = None
 
     @classmethod
     def from_settings(cls, settings: RedisSettings) -> StateStore:
         client = aioredis.Redis.from_url(
-            settings.url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
+            settings.url,
+            socket_timeout=10,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+            decode_responses=True,  # decoded by hiredis, in C
         )
         return cls(client, settings)
 
@@ -156,20 +183,24 @@ class StateStore:
             return await self._apply_once(events, attribute)
 
     async def _apply_once(self, events: Sequence[Any], attribute: set[str]) -> list[Applied]:
-        cfg = self.settings
         keys = self.keys
         if self._apply_sha is None:
-            self._apply_sha = str(await self.client.script_load(_APPLY))
+            self._apply_sha = str(await self.client.script_load(self._script))
         sha = self._apply_sha
+        # Only the last event of each user in the batch reads the history back; earlier ones
+        # are derived from it (see _histories), so a burst of one user costs one LRANGE.
+        last_of_user = {event.user_id: index for index, event in enumerate(events)}
         pipe = self.client.pipeline(transaction=False)
-        for event in events:
+        for index, event in enumerate(events):
             ts = event.ts
             device = event.context.device if event.context and event.context.device else None
             kind = event.type.value
             scope = event.session_id or event.user_id
-            batch_keys = [
+            pipe.evalsha(
+                sha,
+                9,
                 keys.event(event.event_id),
-                keys.session(event.session_id or ""),
+                keys.session(event.session_id) if event.session_id else "",
                 keys.user_history(event.user_id),
                 keys.user_counters(event.user_id),
                 keys.user_sessions(event.user_id),
@@ -177,24 +208,13 @@ class StateStore:
                 keys.popularity(hour=time.gmtime(ts).tm_hour),
                 keys.popularity(device=device) if device else "",
                 keys.shown(scope),
-            ]
-            pipe.evalsha(
-                sha,
-                len(batch_keys),
-                *batch_keys,
-                _entry(event.item_id, kind, ts),
                 event.item_id,
                 kind,
                 ts,
-                cfg.session_len,
-                cfg.user_history_len,
-                cfg.session_ttl_s,
-                cfg.user_ttl_s,
-                cfg.dedup_ttl_s,
                 POPULARITY_WEIGHTS.get(kind, 1.0),
-                cfg.popularity_half_life_s,
                 event.session_id or "",
                 "1" if kind in attribute else "0",
+                "1" if last_of_user[event.user_id] == index else "0",
             )
         started = time.perf_counter()
         try:
@@ -204,13 +224,12 @@ class StateStore:
         except RedisError as exc:
             raise StateError(f"applying {len(events)} events failed: {exc}") from exc
         metrics.REDIS_SECONDS.labels("apply").observe(time.perf_counter() - started)
+        histories = _histories(events, replies)
         out = []
-        for reply in replies:
-            if not reply[0]:
-                out.append(Applied(False, [], [], None))
-                continue
-            shown = json.loads(reply[3]) if reply[3] else None
-            out.append(Applied(True, _items(reply[1]), _items(reply[2]), shown))
+        for reply, history in zip(replies, histories, strict=True):
+            applied = bool(reply[0])
+            shown = json.loads(reply[2]) if applied and reply[2] else None
+            out.append(Applied(applied, history if applied else [], shown))
         return out
 
     async def remember_shown(self, scope: str, shown: Sequence[Shown]) -> None:
@@ -253,9 +272,9 @@ class StateStore:
     async def history(self, *, session_id: str | None, user_id: str | None) -> list[str]:
         """Items of the user (or, without a user, of the session), oldest first."""
         if user_id:
-            key = self.keys.user_history(user_id)
+            key, session_entries = self.keys.user_history(user_id), False
         elif session_id:
-            key = self.keys.session(session_id)
+            key, session_entries = self.keys.session(session_id), True
         else:
             return []
         started = time.perf_counter()
@@ -264,23 +283,27 @@ class StateStore:
         except RedisError as exc:
             raise StateError(f"reading history failed: {exc}") from exc
         metrics.REDIS_SECONDS.labels("history").observe(time.perf_counter() - started)
-        return _items(entries)
+        if session_entries:  # session entries are "item<TAB>type<TAB>ts"
+            return [entry.split("\t", 1)[0] for entry in reversed(entries)]
+        return list(reversed(entries))
 
     async def popular_many(
         self, n: int, contexts: Sequence[tuple[int | None, str | None]]
     ) -> dict[tuple[int | None, str | None], list[tuple[str, float]]]:
-        """Global plus per-context popular lists, in one round trip."""
-        wanted: list[tuple[int | None, str | None]] = [(None, None), *dict.fromkeys(contexts)]
+        """Top-n popular items per (hour, device) context, in one round trip.
+
+        ``(None, None)`` is the overall list; a device takes precedence over an hour.
+        """
+        wanted = list(dict.fromkeys(contexts))
         pipe = self.client.pipeline(transaction=False)
-        keys = []
         for hour, device in wanted:
             if device is not None:
-                keys.append(self.keys.popularity(device=device))
+                key = self.keys.popularity(device=device)
             elif hour is not None:
-                keys.append(self.keys.popularity(hour=hour))
+                key = self.keys.popularity(hour=hour)
             else:
-                keys.append(self.keys.popularity())
-            pipe.zrevrange(keys[-1], 0, n - 1, withscores=True)
+                key = self.keys.popularity()
+            pipe.zrevrange(key, 0, n - 1, withscores=True)
         started = time.perf_counter()
         try:
             replies = await pipe.execute()
@@ -288,7 +311,7 @@ class StateStore:
             raise StateError(f"reading popularity failed: {exc}") from exc
         metrics.REDIS_SECONDS.labels("popular").observe(time.perf_counter() - started)
         return {
-            ctx: [(_text(item), float(score)) for item, score in rows]
+            ctx: [(item, float(score)) for item, score in rows]
             for ctx, rows in zip(wanted, replies, strict=True)
         }
 
@@ -301,7 +324,7 @@ class StateStore:
         keys = self.keys
         try:
             members = await self.client.smembers(keys.user_sessions(user_id))
-            sessions = [_text(member) for member in members]
+            sessions = list(members)
             history_len = await self.client.llen(keys.user_history(user_id))
             counters = await self.client.hgetall(keys.user_counters(user_id))
             doomed = [
@@ -319,5 +342,5 @@ class StateStore:
             "keys_deleted": deleted,
             "sessions": len(sessions),
             "history_items": int(history_len),
-            "events_counted": int(counters.get(b"events", 0)),
+            "events_counted": int(counters.get("events", 0)),
         }

@@ -28,6 +28,7 @@ from tenacity import (
 )
 
 from streamrec import metrics
+from streamrec.client import BatchProducer
 from streamrec.config import Settings
 from streamrec.deadletter import DeadLetter
 from streamrec.errors import InvalidEvent, StateError
@@ -84,20 +85,15 @@ def build_app(settings: Settings, ranker: Ranker) -> faust.App:
         value_serializer="raw",
         partitions=settings.topics.partitions,
     )
-    recs_topic = app.topic(
-        settings.topics.recommendations, key_serializer="raw", value_serializer="raw"
-    )
-    rewards_topic = app.topic(settings.topics.rewards, key_serializer="raw", value_serializer="raw")
-    dlq_topic = app.topic(
-        settings.topics.dead_letters, key_serializer="raw", value_serializer="raw"
-    )
     holder: dict[str, Any] = {}
 
     @app.task
     async def _open_state() -> None:
         state = StateStore.from_settings(settings.redis)
         holder["state"] = state
-        holder["processor"] = BatchProcessor(state, Recommender(state, ranker), stream)
+        holder["out"] = BatchProducer(settings)
+        recommender = Recommender(state, ranker, popular_refresh_s=stream.popular_refresh_s)
+        holder["processor"] = BatchProcessor(state, recommender, stream)
         metrics.MODEL_INFO.info({"ranker": ranker.name, "version": ranker.version})
         log.info("worker %s ready: ranker=%s", stream.app_id, ranker.version)
 
@@ -108,9 +104,7 @@ def build_app(settings: Settings, ranker: Ranker) -> faust.App:
         async for batch in batches:
             while "processor" not in holder:  # pragma: no cover - start-up race
                 await asyncio.sleep(0.01)
-            await _handle(
-                app, batch, holder["processor"], settings, recs_topic, rewards_topic, dlq_topic
-            )
+            await _handle(app, batch, holder["processor"], settings, holder["out"])
 
     return app
 
@@ -120,14 +114,12 @@ async def _handle(
     batch: Sequence[EventT],
     processor: BatchProcessor,
     settings: Settings,
-    recs_topic: Any,
-    rewards_topic: Any,
-    dlq_topic: Any,
+    out: BatchProducer,
 ) -> None:
+    topics = settings.topics
     valid = []
     append_times = {}
     sources = {}
-    pending: list[Any] = []
     consumer_name = settings.stream.app_id
     for item in batch:
         message = item.message
@@ -144,9 +136,7 @@ async def _handle(
                 consumer=consumer_name,
                 headers=list(_headers(message.headers)),
             )
-            pending.append(
-                await dlq_topic.send(key=letter.key, value=letter.value, headers=letter.headers())
-            )
+            out.produce(topics.dead_letters, letter.value, letter.key, letter.headers())
             metrics.EVENTS_INVALID.labels(exc.reason, consumer_name).inc()
             metrics.DEAD_LETTERS.labels(exc.reason).inc()
             log.warning(
@@ -162,13 +152,13 @@ async def _handle(
         sources[event.event_id] = message
         append_times[event.event_id] = message.timestamp
     _observe_lag(app, batch, consumer_name)
-    result = await _process(processor, valid, sources, dlq_topic, consumer_name, pending)
+    result = await _process(processor, valid, sources, out, settings)
     for key, record in result.recommendations:
-        pending.append(await recs_topic.send(key=key.encode(), value=encode(record)))
+        out.produce(topics.recommendations, encode(record), key.encode())
     for key, reward in result.rewards:
-        pending.append(await rewards_topic.send(key=key.encode(), value=encode(reward)))
-    if pending:
-        await asyncio.gather(*pending)
+        out.produce(topics.rewards, encode(reward), key.encode())
+    # Outputs are acknowledged before faust acks (and later commits) the inputs.
+    await out.flush()
     now = time.time()
     for _, record in result.recommendations:
         produced_at = append_times.get(record.event_id or "")
@@ -192,9 +182,8 @@ async def _process(
     processor: BatchProcessor,
     valid: list[Any],
     sources: dict[str, Any],
-    dlq_topic: Any,
-    consumer: str,
-    pending: list[Any],
+    out: BatchProducer,
+    settings: Settings,
 ) -> BatchResult:
     """Process a batch; if it fails for a non-transient reason, isolate and dead-letter the
     events that fail on their own, so one poison event cannot stall its partition."""
@@ -220,11 +209,9 @@ async def _process(
                 topic=message.topic,
                 partition=message.partition,
                 offset=message.offset,
-                consumer=consumer,
+                consumer=settings.stream.app_id,
             )
-            pending.append(
-                await dlq_topic.send(key=letter.key, value=letter.value, headers=letter.headers())
-            )
+            out.produce(settings.topics.dead_letters, letter.value, letter.key, letter.headers())
             metrics.DEAD_LETTERS.labels(error.reason).inc()
             continue
         result.recommendations += single.recommendations

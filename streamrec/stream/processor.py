@@ -73,6 +73,7 @@ class BatchProcessor:
                             outcome.user_items,
                             user_id=event.user_id,
                             session_id=event.session_id,
+                            exclude=frozenset(outcome.user_items),
                         ),
                         hour=time.gmtime(event.ts).tm_hour,
                         device=device,
