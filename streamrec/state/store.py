@@ -279,7 +279,7 @@ class StateStore:
             return []
         started = time.perf_counter()
         try:
-            entries = await self.client.lrange(key, 0, -1)
+            entries = [str(entry) for entry in await self.client.lrange(key, 0, -1)]
         except RedisError as exc:
             raise StateError(f"reading history failed: {exc}") from exc
         metrics.REDIS_SECONDS.labels("history").observe(time.perf_counter() - started)
@@ -324,7 +324,7 @@ class StateStore:
         keys = self.keys
         try:
             members = await self.client.smembers(keys.user_sessions(user_id))
-            sessions = list(members)
+            sessions = [str(member) for member in members]
             history_len = await self.client.llen(keys.user_history(user_id))
             counters = await self.client.hgetall(keys.user_counters(user_id))
             doomed = [
