@@ -134,6 +134,32 @@ HTTP_SECONDS = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 
+FINETUNE_LOSS = Gauge(
+    "streamrec_finetune_loss",
+    "Mean training loss of the fine-tuner's last round.",
+    multiprocess_mode="max",
+)
+ONLINE_NDCG = Gauge(
+    "streamrec_online_ndcg_at_10",
+    "Rolling prequential NDCG@10, by model (serving, candidate).",
+    ["model"],
+    multiprocess_mode="max",
+)
+ONLINE_HR = Gauge(
+    "streamrec_online_hr_at_10",
+    "Rolling prequential HR@10, by model (serving, candidate).",
+    ["model"],
+    multiprocess_mode="max",
+)
+MODEL_PROMOTIONS = Counter(
+    "streamrec_model_promotions_total",
+    "Fine-tuned versions promoted by the guard.",
+)
+MODEL_ROLLBACKS = Counter(
+    "streamrec_model_rollbacks_total",
+    "Automatic rollbacks to the previous version.",
+)
+
 #: Every metric object above (the README table and the dashboards test walk this).
 ALL = [
     value
