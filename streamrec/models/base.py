@@ -54,6 +54,8 @@ class ModelConfig:
     n_negatives: int = 256
     gbce_t: float = 0.75
     bpr_max_reg: float = 1.0
+    #: Std of the normal init of embeddings and linear layers (biases start at zero).
+    init_std: float = 0.02
 
     def validate(self) -> ModelConfig:
         """Raise :class:`ModelError` listing every problem; return self when fine."""
@@ -106,11 +108,22 @@ class SequenceModel(nn.Module):
         #: Training-time interaction counts per item; the serving fallback for empty histories.
         self.item_popularity: torch.Tensor
         self.register_buffer("item_popularity", torch.zeros(config.n_items))
-        nn.init.normal_(self.item_embedding.weight, std=config.hidden**-0.5)
-        with torch.no_grad():
-            self.item_embedding.weight[0].zero_()
-        if self.output_embedding is not None:
-            nn.init.normal_(self.output_embedding.weight, std=config.hidden**-0.5)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Normal(0, init_std) embeddings and linear layers, zero biases, zero padding row.
+        Subclasses call it again once their own layers exist."""
+        std = self.config.init_std
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=std)
+                if module.padding_idx is not None:
+                    with torch.no_grad():
+                        module.weight[module.padding_idx].zero_()
 
     # -- template methods --------------------------------------------------------------------
     def _encode(

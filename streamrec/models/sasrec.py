@@ -126,6 +126,7 @@ class SASRec(SequenceModel):
             _Block(config.hidden, config.n_heads, config.dropout) for _ in range(config.n_layers)
         )
         self.final_norm = nn.LayerNorm(config.hidden, eps=1e-8)
+        self._init_weights()
 
     def last_hidden(self, item_seq: torch.Tensor) -> torch.Tensor:
         """Newest position only; the last block runs one query (the serving fast path)."""

@@ -37,8 +37,8 @@ logger = logging.getLogger(__name__)
 
 #: Architecture defaults per model (the SASRec+ / GRU4Rec-CE recipes for ML-1M).
 DEFAULT_MODEL_PARAMS: dict[str, dict[str, Any]] = {
-    "sasrec": {"max_len": 200, "hidden": 64, "n_layers": 2, "n_heads": 1, "dropout": 0.2},
-    "gru4rec": {"max_len": 200, "hidden": 64, "n_layers": 1, "dropout": 0.1},
+    "sasrec": {"max_len": 200, "hidden": 64, "n_layers": 2, "n_heads": 1, "dropout": 0.1},
+    "gru4rec": {"max_len": 200, "hidden": 64, "n_layers": 1, "dropout": 0.0},
 }
 
 
