@@ -26,6 +26,38 @@ topics_app = typer.Typer(help="Kafka topics used by streamrec.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
 
+
+_FORWARD = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+def _forward(module: str, prefix: list[str], ctx: typer.Context) -> None:
+    """Hand the rest of the command line to a sub-application imported only now (torch and
+    ray are heavy; `streamrec --help` and the popularity worker should not pay for them)."""
+    import importlib
+
+    sub_app = importlib.import_module(module).app
+    command = typer.main.get_command(sub_app)
+    command.main([*prefix, *ctx.args], prog_name=f"streamrec {ctx.info_name}", standalone_mode=True)
+
+
+@app.command("train", context_settings=_FORWARD, add_help_option=False)
+def train(ctx: typer.Context) -> None:
+    """Train a SASRec/GRU4Rec model on ML-1M or any log (`streamrec train --help`)."""
+    _forward("streamrec.models.cli", ["train"], ctx)
+
+
+@app.command("evaluate", context_settings=_FORWARD, add_help_option=False)
+def evaluate(ctx: typer.Context) -> None:
+    """Full-ranking evaluation of a checkpoint or registry version."""
+    _forward("streamrec.models.cli", ["evaluate"], ctx)
+
+
+@app.command("registry", context_settings=_FORWARD, add_help_option=False)
+def registry(ctx: typer.Context) -> None:
+    """Model registry: list, promote, rollback (`streamrec registry --help`)."""
+    _forward("streamrec.models.cli", ["registry"], ctx)
+
+
 console = Console()
 
 
@@ -291,3 +323,31 @@ def forget_user(user_id: Annotated[str, typer.Argument(help="The user to forget.
     except StreamrecError as exc:
         raise _fail(exc) from exc
     print(json.dumps({"user_id": user_id, "removed": removed}))
+
+
+@app.command()
+def finetune(
+    max_events: Annotated[
+        int | None, typer.Option(help="Stop after learning from N events (default: run on).")
+    ] = None,
+    idle_timeout: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds without input.")
+    ] = None,
+) -> None:
+    """Fine-tune the promoted model from the event stream; promote/roll back under a guard."""
+    from streamrec import metrics
+    from streamrec.online.finetuner import FineTuner
+
+    settings = _settings()
+    try:
+        tuner = FineTuner(settings)
+    except StreamrecError as exc:
+        raise _fail(exc) from exc
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_port + 2)
+    try:
+        tuner.run(max_events=max_events, idle_timeout_s=idle_timeout)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        tuner.close()

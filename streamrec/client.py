@@ -343,6 +343,10 @@ class EventConsumer:
         metrics.DEAD_LETTERS.labels(exc.reason).inc()
         log.warning("dead-lettered %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), exc)
 
+    def assigned(self) -> bool:
+        """Whether the group has given this consumer any partitions yet."""
+        return bool(self._consumer.assignment())
+
     def commit(self) -> None:
         """Commit what was polled, once its dead letters are safely written."""
         if self._dlq.flush(30):

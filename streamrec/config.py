@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = [
     "ApiSettings",
     "KafkaSettings",
+    "OnlineSettings",
     "RedisSettings",
     "Settings",
     "StackSettings",
@@ -167,6 +168,37 @@ class StreamSettings(BaseModel):
     )
 
 
+class OnlineSettings(BaseModel):
+    """The fine-tuner (`streamrec finetune`) and the model the worker serves."""
+
+    model_config = _FROZEN
+
+    registry_dir: Path | None = Field(
+        None, description="Model registry (default: data dir/models)."
+    )
+    group_id: str = Field("streamrec-finetune", description="Consumer group of the fine-tuner.")
+    train_every_events: int = Field(256, ge=1, description="Events between training rounds.")
+    train_every_s: float = Field(5.0, gt=0, description="Max seconds between training rounds.")
+    steps_per_round: int = Field(4, ge=1, description="Optimisation steps per round.")
+    batch_size: int = Field(64, ge=1, description="Examples per optimisation step.")
+    lr: float = Field(5e-4, gt=0, description="Fine-tuning learning rate (Adam).")
+    recent_share: float = Field(0.5, ge=0, le=1, description="Share of recent examples in a batch.")
+    replay_recent: int = Field(4096, ge=1, description="Recent examples kept.")
+    replay_reservoir: int = Field(16384, ge=0, description="Reservoir sample of older examples.")
+    window: int = Field(5000, ge=10, description="Events in the rolling prequential window.")
+    promote_every_s: float = Field(30.0, gt=0, description="Seconds between promotion checks.")
+    promote_margin: float = Field(
+        0.01, ge=0, description="Relative NDCG@10 gain a candidate needs; also the rollback slack."
+    )
+    promote_min_events: int = Field(500, ge=1, description="Window events needed to decide.")
+    checkpoint_every_s: float = Field(
+        30.0, gt=0, description="Seconds between fine-tuner checkpoints (and offset commits)."
+    )
+    new_item_min_events: int = Field(
+        3, ge=1, description="Events a new item needs before it is recommended."
+    )
+
+
 class ApiSettings(BaseModel):
     """HTTP API."""
 
@@ -221,6 +253,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)  # type: ignore[arg-type]
     stream: StreamSettings = Field(default_factory=StreamSettings)  # type: ignore[arg-type]
     api: ApiSettings = Field(default_factory=ApiSettings)  # type: ignore[arg-type]
+    online: OnlineSettings = Field(default_factory=OnlineSettings)  # type: ignore[arg-type]
     stack: StackSettings = Field(default_factory=StackSettings)  # type: ignore[arg-type]
 
     @model_validator(mode="before")
@@ -253,6 +286,10 @@ class Settings(BaseSettings):
     @property
     def cache_path(self) -> Path:
         return self.cache_dir or self.home / "cache"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.online.registry_dir or self.data_path / "models"
 
     @property
     def state_path(self) -> Path:

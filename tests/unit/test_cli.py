@@ -6,7 +6,20 @@ from typer.testing import CliRunner
 from streamrec.cli import app
 
 runner = CliRunner()
-COMMANDS = ["stack", "topics", "replay", "schema", "demo", "worker", "api", "forget-user"]
+COMMANDS = [
+    "stack",
+    "topics",
+    "replay",
+    "schema",
+    "demo",
+    "worker",
+    "api",
+    "forget-user",
+    "train",
+    "evaluate",
+    "registry",
+    "finetune",
+]
 
 
 def test_help_lists_the_subcommands() -> None:

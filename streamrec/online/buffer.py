@@ -1,0 +1,65 @@
+"""Replay buffer: recent sessions plus a reservoir sample of older ones (against forgetting)."""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["ReplayBuffer"]
+
+Example = tuple[int, ...]  # item indices, oldest first; the last one is the target
+
+
+class ReplayBuffer:
+    """``recent`` keeps the newest examples; ``reservoir`` a uniform sample of everything that
+    left ``recent`` (Vitter's algorithm R), so old patterns keep a voice in every batch."""
+
+    def __init__(self, recent_size: int = 2048, reservoir_size: int = 8192, seed: int = 0) -> None:
+        self.recent: deque[Example] = deque(maxlen=recent_size)
+        self.reservoir: list[Example] = []
+        self.reservoir_size = reservoir_size
+        self.seen_old = 0  # examples that ever left `recent`
+        self._rng = random.Random(seed)
+
+    def __len__(self) -> int:
+        return len(self.recent) + len(self.reservoir)
+
+    def add(self, example: Sequence[int]) -> None:
+        if len(self.recent) == self.recent.maxlen:
+            self._to_reservoir(self.recent[0])
+        self.recent.append(tuple(example))
+
+    def _to_reservoir(self, example: Example) -> None:
+        self.seen_old += 1
+        if len(self.reservoir) < self.reservoir_size:
+            self.reservoir.append(example)
+            return
+        slot = self._rng.randrange(self.seen_old)
+        if slot < self.reservoir_size:
+            self.reservoir[slot] = example
+
+    def sample(self, batch_size: int, recent_share: float = 0.5) -> list[Example]:
+        """A batch mixing the newest examples and the reservoir (recent first if short)."""
+        n_recent = min(len(self.recent), max(1, round(batch_size * recent_share)))
+        n_old = min(len(self.reservoir), batch_size - n_recent)
+        n_recent = min(len(self.recent), batch_size - n_old)
+        recent = list(self.recent)[-n_recent:] if n_recent else []
+        return recent + (self._rng.sample(self.reservoir, n_old) if n_old else [])
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "recent": [list(example) for example in self.recent],
+            "reservoir": [list(example) for example in self.reservoir],
+            "seen_old": self.seen_old,
+            "rng": self._rng.getstate(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.recent.clear()
+        self.recent.extend(tuple(example) for example in state["recent"])
+        self.reservoir = [tuple(example) for example in state["reservoir"]]
+        self.seen_old = int(state["seen_old"])
+        version, internal, gauss = state["rng"]
+        self._rng.setstate((version, tuple(internal), gauss))

@@ -1,0 +1,285 @@
+"""`streamrec finetune`: the fine-tuner process.
+
+Consumes the events topic in its own consumer group (validating, dead-lettering like every
+consumer), feeds :class:`~streamrec.online.learner.OnlineLearner`, trains every
+``train_every_events`` events or ``train_every_s`` seconds, checks promotion/rollback every
+``promote_every_s`` through the registry (the worker's
+:class:`~streamrec.serving.sequence_ranker.SequenceRanker` hot-reloads the promoted version),
+and checkpoints every ``checkpoint_every_s``.
+
+Exactly-once training across restarts: a checkpoint holds the candidate's weights, the
+vocabulary, the learner's state and, per partition, the next offset it has not learnt from;
+offsets are committed to Kafka only *after* the checkpoint is on disk, and on restart records
+below the checkpoint's offsets are skipped. So a crash anywhere replays nothing twice and loses
+nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamrec import metrics
+from streamrec.client import ConsumedEvent, EventConsumer
+from streamrec.config import Settings
+from streamrec.data.sequences import atomic_write_text
+from streamrec.errors import ModelError
+from streamrec.models.checkpoint import load_checkpoint, save_checkpoint
+from streamrec.models.registry import ModelRegistry
+from streamrec.online.learner import LearnerConfig, OnlineLearner
+from streamrec.online.promotion import Decision, PromotionGuard
+
+__all__ = ["FineTuner", "Freshness"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Freshness:
+    """Seconds from an event's arrival to the first promoted version trained on it."""
+
+    samples: list[float] = field(default_factory=list)
+    pending_oldest: float | None = None  # oldest arrival trained on but not yet promoted
+
+    def trained(self, oldest_arrival: float | None) -> None:
+        if oldest_arrival is not None and (
+            self.pending_oldest is None or oldest_arrival < self.pending_oldest
+        ):
+            self.pending_oldest = oldest_arrival
+
+    def promoted(self, now: float) -> float | None:
+        if self.pending_oldest is None:
+            return None
+        value = now - self.pending_oldest
+        self.samples.append(value)
+        self.pending_oldest = None
+        return value
+
+
+class FineTuner:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        registry: ModelRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.online = settings.online
+        self.registry = registry or ModelRegistry(settings.registry_path)
+        self.state_dir = settings.data_path / "finetune" / settings.online.group_id
+        self.clock = clock
+        self.guard = PromotionGuard(
+            margin=self.online.promote_margin, min_events=self.online.promote_min_events
+        )
+        self.freshness = Freshness()
+        self.decisions: list[Decision] = []
+        self.offsets: dict[str, int] = {}  # "topic:partition" -> next offset not yet learnt
+        self._checkpoint_seq = 0
+        self.learner = self._build_learner()
+        self._consumer: EventConsumer | None = None
+
+    # -- set-up ----------------------------------------------------------------------------
+    def _build_learner(self) -> OnlineLearner:
+        version = self.registry.current()
+        if version is None:
+            raise ModelError(
+                f"no promoted model in {self.registry.root}; train one first: "
+                "`streamrec train --model sasrec --promote`"
+            )
+        served = self.registry.load(version)
+        config = LearnerConfig(
+            lr=self.online.lr,
+            batch_size=self.online.batch_size,
+            steps_per_round=self.online.steps_per_round,
+            recent_share=self.online.recent_share,
+            recent_size=self.online.replay_recent,
+            reservoir_size=self.online.replay_reservoir,
+            window=self.online.window,
+            new_item_min_events=self.online.new_item_min_events,
+        )
+        learner = OnlineLearner(served.model, served.vocab, config, serving_version=version)
+        current = self.state_dir / "CURRENT"
+        if current.is_file():
+            checkpoint = self.state_dir / current.read_text().strip()
+            self._checkpoint_seq = int(checkpoint.name.split("-")[1])
+            state = json.loads((checkpoint / "state.json").read_text())
+            restored = load_checkpoint(checkpoint)
+            learner.candidate = restored.model
+            learner.candidate.train()
+            learner.vocab = restored.vocab
+            learner.optimizer = learner._new_optimizer()
+            learner.load_state(state["learner"])
+            self.offsets = {key: int(value) for key, value in state["offsets"].items()}
+            log.info(
+                "resumed fine-tuner from %s: %d examples, offsets %s",
+                self.state_dir,
+                learner.examples_seen,
+                self.offsets,
+            )
+        return learner
+
+    def consumer(self) -> EventConsumer:
+        if self._consumer is None:
+            self._consumer = EventConsumer(self.settings, group_id=self.online.group_id)
+        return self._consumer
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(
+        self,
+        *,
+        max_events: int | None = None,
+        idle_timeout_s: float | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> None:
+        """Consume until ``stop()``, ``max_events`` learnt, or ``idle_timeout_s`` without input."""
+        consumer = self.consumer()
+        now = self.clock()
+        last_train = last_promote = last_checkpoint = last_input = now
+        since_train = 0
+        learnt = 0
+        try:
+            while not (stop and stop()):
+                batch = self._fresh(consumer.poll_batch(512, 0.5))
+                now = self.clock()
+                if batch:
+                    last_input = now
+                    self._observe(batch)
+                    since_train += len(batch)
+                    learnt += len(batch)
+                elif not consumer.assigned():
+                    last_input = now  # idle time counts once partitions are assigned
+                elif idle_timeout_s is not None and now - last_input > idle_timeout_s:
+                    break
+                if since_train and (
+                    since_train >= self.online.train_every_events
+                    or now - last_train >= self.online.train_every_s
+                ):
+                    self._train()
+                    since_train, last_train = 0, now
+                if now - last_promote >= self.online.promote_every_s:
+                    self.review()
+                    last_promote = now
+                if now - last_checkpoint >= self.online.checkpoint_every_s:
+                    self.checkpoint()
+                    last_checkpoint = now
+                if max_events is not None and learnt >= max_events:
+                    break
+        finally:
+            if since_train:
+                self._train()
+            self.checkpoint()
+
+    def _fresh(self, batch: list[ConsumedEvent]) -> list[ConsumedEvent]:
+        """Drop records already learnt from (before a restart that came before a commit)."""
+        out = []
+        for item in batch:
+            key = f"{item.topic}:{item.partition}"
+            if item.offset < self.offsets.get(key, 0):
+                continue
+            out.append(item)
+        return out
+
+    def _observe(self, batch: list[ConsumedEvent]) -> None:
+        observation = self.learner.observe(
+            [(item.event.user_id, item.event.item_id) for item in batch],
+            [item.append_time for item in batch],
+        )
+        for item in batch:
+            self.offsets[f"{item.topic}:{item.partition}"] = item.offset + 1
+        metrics.ONLINE_NDCG.labels("serving").set(self.learner.serving_metrics.ndcg)
+        metrics.ONLINE_NDCG.labels("candidate").set(self.learner.candidate_metrics.ndcg)
+        metrics.ONLINE_HR.labels("serving").set(self.learner.serving_metrics.hr)
+        metrics.ONLINE_HR.labels("candidate").set(self.learner.candidate_metrics.hr)
+        if observation.new_items:
+            log.info("%d new items: %s", len(observation.new_items), observation.new_items[:5])
+
+    def _train(self) -> None:
+        loss = self.learner.train()
+        self.freshness.trained(self.learner.trained_through())
+        if loss is not None:
+            metrics.FINETUNE_LOSS.set(loss)
+
+    # -- versions --------------------------------------------------------------------------
+    def review(self) -> Decision:
+        """Promote the candidate, roll back the serving version, or keep things as they are."""
+        learner = self.learner
+        rollback = self.guard.should_roll_back(learner.serving_metrics)
+        if rollback.action == "rollback":
+            restored = self.registry.rollback()
+            learner.adopt_serving(self.registry.load(restored).model, restored)
+            self.guard.rolled_back()
+            metrics.MODEL_ROLLBACKS.inc()
+            self._log(rollback, restored)
+            return rollback
+        decision = self.guard.should_promote(learner.candidate_metrics, learner.serving_metrics)
+        if decision.action != "promote":
+            return decision
+        exported = learner.export()
+        version = self.registry.save(
+            exported,
+            learner.vocab,
+            {
+                "dataset": "stream",
+                "parent": learner.serving_version,
+                "metrics": {
+                    "online_ndcg@10": decision.candidate_ndcg,
+                    "serving_ndcg@10": decision.serving_ndcg,
+                    "window_events": decision.events,
+                },
+                "offline_n_items": learner.offline_n_items,
+                "new_item_min_events": self.online.new_item_min_events,
+                "examples_seen": learner.examples_seen,
+            },
+        )
+        self.registry.promote(version)
+        self.guard.promoted(decision)
+        learner.adopt_serving(exported, version)
+        freshness = self.freshness.promoted(self.clock())
+        metrics.MODEL_PROMOTIONS.inc()
+        self._log(decision, version, freshness_s=freshness)
+        return decision
+
+    def _log(self, decision: Decision, version: str, **extra: Any) -> None:
+        self.decisions.append(decision)
+        record = {**decision.as_dict(), "version": version, **extra}
+        path = self.registry.root / "promotions.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    # -- durability ------------------------------------------------------------------------
+    def checkpoint(self) -> None:
+        """Write candidate + state into a new directory, switch ``CURRENT`` to it atomically,
+        then commit the consumed offsets (so Kafka never runs ahead of the checkpoint)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._checkpoint_seq += 1
+        name = f"ckpt-{self._checkpoint_seq:08d}"
+        staging = self.state_dir / f".{name}"
+        shutil.rmtree(staging, ignore_errors=True)
+        save_checkpoint(
+            staging,
+            self.learner.candidate,
+            self.learner.vocab,
+            {"dataset": "stream", "parent": self.learner.serving_version},
+        )
+        (staging / "state.json").write_text(
+            json.dumps({"learner": self.learner.state(), "offsets": self.offsets})
+        )
+        staging.rename(self.state_dir / name)
+        atomic_write_text(self.state_dir / "CURRENT", name)
+        for old in self.state_dir.glob("ckpt-*"):
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+        if self._consumer is not None:
+            self._consumer.commit()
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None

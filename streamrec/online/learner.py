@@ -1,0 +1,255 @@
+"""The online learner: pure logic (no Kafka, no registry) so it can be tested in isolation.
+
+For each batch of events, in stream order:
+
+1. *test*: rank the event's item under the serving model and the candidate, given the user's
+   history so far (prequential evaluation; items unknown to a model count as misses);
+2. *grow*: an item never seen before gets a vocabulary index at once, and a new embedding row
+   (the mean of the existing rows) so old indices, rows and predictions stay as they were;
+3. *remember*: the example (history + item) goes into the replay buffer, the history grows.
+
+:meth:`OnlineLearner.train` runs small optimisation steps on batches that mix recent examples
+with a reservoir of older ones. New items become recommendable once they have
+``new_item_min_events`` events: until then their ``item_popularity`` prior stays below the
+threshold that :class:`~streamrec.serving.sequence_ranker.SequenceRanker` masks on.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from streamrec.data.sequences import Vocabulary
+from streamrec.models.base import SequenceModel
+from streamrec.models.batching import left_pad
+from streamrec.models.losses import sequence_loss
+from streamrec.online.buffer import ReplayBuffer
+from streamrec.online.prequential import RollingMetrics, rank_targets
+
+__all__ = ["LearnerConfig", "Observation", "OnlineLearner"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    lr: float = 5e-4
+    batch_size: int = 64
+    steps_per_round: int = 4
+    recent_share: float = 0.5
+    recent_size: int = 4096
+    reservoir_size: int = 16384
+    max_users: int = 200_000  # histories kept in memory (least recently active dropped)
+    window: int = 5000  # rolling prequential window
+    new_item_min_events: int = 3
+    exclude_seen: bool = True
+    seed: int = 0
+
+
+@dataclass
+class Observation:
+    """What one batch of events did."""
+
+    serving_ranks: np.ndarray
+    candidate_ranks: np.ndarray
+    new_items: list[str] = field(default_factory=list)
+    arrival_times: list[float] = field(default_factory=list)
+
+
+class OnlineLearner:
+    """Candidate model being fine-tuned, the serving model it is compared against, the shared
+    vocabulary, per-user histories and the replay buffer."""
+
+    def __init__(
+        self,
+        serving: SequenceModel,
+        vocab: Vocabulary,
+        config: LearnerConfig | None = None,
+        *,
+        serving_version: str = "unknown",
+    ) -> None:
+        self.config = config or LearnerConfig()
+        self.vocab = vocab
+        self.serving = serving
+        self.serving_version = serving_version
+        self.serving.eval()
+        self.candidate = copy.deepcopy(serving)
+        self.candidate.train()
+        self.offline_n_items = int(serving.n_items)
+        self.histories: OrderedDict[str, list[int]] = OrderedDict()
+        self.buffer = ReplayBuffer(
+            self.config.recent_size, self.config.reservoir_size, self.config.seed
+        )
+        self.serving_metrics = RollingMetrics(self.config.window)
+        self.candidate_metrics = RollingMetrics(self.config.window)
+        self.item_events: dict[int, int] = {}
+        self.steps = 0
+        self.examples_seen = 0
+        self.untrained_since: float | None = None  # arrival time of the oldest untrained event
+        self._generator = torch.Generator().manual_seed(self.config.seed)
+        self.optimizer = self._new_optimizer()
+
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.candidate.parameters(), lr=self.config.lr)
+
+    # -- stream side -----------------------------------------------------------------------
+    def observe(
+        self, events: Sequence[tuple[str, str]], arrival_times: Sequence[float] | None = None
+    ) -> Observation:
+        """Test-then-remember a batch of ``(user_id, item_id)`` in stream order."""
+        max_len = self.serving.config.max_len
+        histories: list[list[int]] = []
+        targets: list[int] = []
+        provisional: dict[str, int] = {}  # new item -> the index the vocabulary will give it
+        running: dict[str, list[int]] = {}  # histories as they were before each event
+        for user, item in events:
+            history = running.get(user)
+            if history is None:
+                history = list(self.histories.get(user, []))
+                running[user] = history
+            histories.append(history[-max_len:])
+            index = self.vocab.get(item)
+            if index is None:
+                index = provisional.setdefault(item, self.vocab.size + len(provisional))
+            targets.append(index)
+            history.append(index)
+        # Test first: each model ranks with what it knew (indices past its table are unknown).
+        serving_ranks = rank_targets(
+            self.serving, histories, targets, exclude_seen=self.config.exclude_seen
+        )
+        candidate_ranks = rank_targets(
+            self.candidate, histories, targets, exclude_seen=self.config.exclude_seen
+        )
+        self.serving_metrics.add(serving_ranks)
+        self.candidate_metrics.add(candidate_ranks)
+        new_items = list(provisional)
+        if new_items:
+            self._grow(new_items)
+            assert all(self.vocab[item] == index for item, index in provisional.items())
+        for (user, _), history, index in zip(events, histories, targets, strict=True):
+            self.item_events[index] = self.item_events.get(index, 0) + 1
+            if history:
+                self.buffer.add([*history, index])
+            self._remember(user, index)
+        self.examples_seen += len(events)
+        if arrival_times and self.untrained_since is None:
+            self.untrained_since = min(arrival_times)
+        self._update_priors()
+        return Observation(serving_ranks, candidate_ranks, new_items, list(arrival_times or []))
+
+    def _remember(self, user: str, index: int) -> None:
+        history = self.histories.pop(user, [])
+        history.append(index)
+        del history[: -self.serving.config.max_len]
+        self.histories[user] = history  # most recently active last
+        while len(self.histories) > self.config.max_users:
+            self.histories.popitem(last=False)
+
+    def _grow(self, new_items: list[str]) -> None:
+        """New vocabulary indices and embedding rows for items never seen before."""
+        for item in dict.fromkeys(new_items):
+            self.vocab.add(item)
+        n_new = self.vocab.size - self.candidate.n_items
+        if n_new <= 0:
+            return
+        old_params = dict(self.candidate.named_parameters())
+        old_state = {
+            name: self.optimizer.state.get(param, {}) for name, param in old_params.items()
+        }
+        self.candidate.grow_items(n_new)
+        self.optimizer = self._new_optimizer()
+        for name, param in self.candidate.named_parameters():
+            state = old_state.get(name)
+            if not state:
+                continue
+            moved = {}
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape != param.shape and value.dim() > 0:
+                    padded = value.new_zeros(param.shape)
+                    padded[: value.shape[0]] = value
+                    moved[key] = padded
+                else:
+                    moved[key] = value
+            self.optimizer.state[param] = moved
+        log.info("vocabulary grew by %d items to %d", n_new, self.vocab.n_items)
+
+    def _update_priors(self) -> None:
+        """Item priors used for masking: new items count their events; old ones keep theirs."""
+        prior = self.candidate.item_popularity
+        for index, count in self.item_events.items():
+            if index >= self.offline_n_items and index < prior.shape[0]:
+                prior[index] = float(count)
+
+    # -- learning --------------------------------------------------------------------------
+    def train(self, steps: int | None = None) -> float | None:
+        """A few optimisation steps on replay batches; returns the mean loss (None: no data)."""
+        if len(self.buffer) == 0:
+            return None
+        self.candidate.train()
+        losses = []
+        for _ in range(steps or self.config.steps_per_round):
+            batch = self.buffer.sample(self.config.batch_size, self.config.recent_share)
+            item_seq = left_pad([example[:-1] for example in batch], self.candidate.config.max_len)
+            target_seq = left_pad([example[1:] for example in batch], self.candidate.config.max_len)
+            loss = sequence_loss(
+                self.candidate,
+                item_seq.to(self.candidate.device),
+                target_seq.to(self.candidate.device),
+                generator=None,
+            )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.candidate.parameters(), 1.0)
+            self.optimizer.step()
+            with torch.no_grad():
+                self.candidate.item_embedding.weight[0].zero_()
+            losses.append(float(loss.item()))
+            self.steps += 1
+        return float(np.mean(losses))
+
+    def trained_through(self) -> float | None:
+        """Arrival time of the oldest event not yet in a training step (then reset)."""
+        oldest, self.untrained_since = self.untrained_since, None
+        return oldest
+
+    # -- versions --------------------------------------------------------------------------
+    def export(self) -> SequenceModel:
+        """A frozen copy of the candidate for the registry."""
+        exported = copy.deepcopy(self.candidate)
+        exported.eval()
+        return exported
+
+    def adopt_serving(self, model: SequenceModel, version: str) -> None:
+        """The registry now serves ``model`` (after a promotion or a rollback)."""
+        self.serving = model
+        self.serving.eval()
+        self.serving_version = version
+        self.serving_metrics = RollingMetrics(self.config.window)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "histories": list(self.histories.items()),
+            "buffer": self.buffer.state(),
+            "item_events": list(self.item_events.items()),
+            "steps": self.steps,
+            "examples_seen": self.examples_seen,
+            "offline_n_items": self.offline_n_items,
+            "serving_version": self.serving_version,
+            "saved_at": time.time(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.histories = OrderedDict((user, list(items)) for user, items in state["histories"])
+        self.buffer.load_state(state["buffer"])
+        self.item_events = {int(index): int(count) for index, count in state["item_events"]}
+        self.steps = int(state["steps"])
+        self.examples_seen = int(state["examples_seen"])
+        self.offline_n_items = int(state["offline_n_items"])

@@ -1,0 +1,87 @@
+"""The fine-tuner against real Kafka: resume from committed offsets, never learn twice."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamrec.client import EventConsumer, EventProducer
+from streamrec.config import Settings
+from streamrec.models.registry import ModelRegistry
+from streamrec.online.finetuner import FineTuner
+from tests.conftest import LiveStack
+from tests.online.conftest import tiny_model
+
+pytestmark = pytest.mark.integration
+
+
+def _send(settings: Settings, start: int, count: int) -> None:
+    with EventProducer(settings) as producer:
+        for n in range(start, start + count):
+            producer.send(
+                {
+                    "event_id": f"ft-{n}",
+                    "user_id": f"u{n % 17}",
+                    "session_id": f"s{n % 17}",
+                    "item_id": f"i{(n * 7) % 30}" if n < 400 else f"new{n % 3}",
+                    "type": "click",
+                    "timestamp": 1_700_000_000 + n,
+                }
+            )
+
+
+@pytest.fixture
+def settings(live_stack: LiveStack, tmp_path) -> Settings:  # type: ignore[no-untyped-def]
+    from streamrec.client import create_topics
+    from streamrec.data.sequences import Vocabulary
+
+    vocab = Vocabulary([f"i{n}" for n in range(30)])
+    registry = ModelRegistry(tmp_path / "models")
+    registry.promote(registry.save(tiny_model(vocab.n_items), vocab, {"dataset": "synthetic"}))
+    settings = live_stack.settings(
+        home=tmp_path,
+        online={"registry_dir": str(registry.root), "checkpoint_every_s": 3600.0},
+    )
+    create_topics(settings)
+    return settings
+
+
+def test_resumes_from_committed_offsets_and_never_learns_an_event_twice(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _send(settings, 0, 150)
+    first = FineTuner(settings)
+    first.run(idle_timeout_s=3)
+    first.close()
+    assert first.learner.examples_seen == 150
+
+    _send(settings, 150, 150)
+    second = FineTuner(settings)
+    assert second.learner.examples_seen == 150, "state restored from the checkpoint"
+    second.run(idle_timeout_s=3)
+    second.close()
+    assert second.learner.examples_seen == 300
+    assert second.learner.steps > first.learner.steps
+
+    # A crash after the checkpoint but before the offset commit: Kafka redelivers, the
+    # fine-tuner skips what its checkpoint already holds.
+    _send(settings, 300, 100)
+    crashing = FineTuner(settings)
+
+    def crash(self: EventConsumer) -> None:
+        raise RuntimeError("killed between checkpoint and commit")
+
+    monkeypatch.setattr(EventConsumer, "commit", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        crashing.run(idle_timeout_s=3)
+    crashing.close()
+    assert crashing.learner.examples_seen == 400
+    monkeypatch.undo()
+
+    _send(settings, 400, 30)  # three items never seen before
+    resumed = FineTuner(settings)
+    assert resumed.learner.examples_seen == 400
+    resumed.run(idle_timeout_s=3)
+    resumed.close()
+    assert resumed.learner.examples_seen == 430, "redelivered events were learnt again"
+    assert all(f"new{n}" in resumed.learner.vocab for n in range(3))
+    assert resumed.learner.candidate.n_items == 34

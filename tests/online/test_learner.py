@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from streamrec.data.sequences import Vocabulary
+from streamrec.models.batching import left_pad
+from streamrec.online.buffer import ReplayBuffer
+from streamrec.online.learner import LearnerConfig, OnlineLearner
+from streamrec.online.prequential import UNRANKABLE, RollingMetrics, rank_targets
+from tests.online.conftest import tiny_model
+
+
+def _scores(model: torch.nn.Module, history: list[int]) -> torch.Tensor:
+    with torch.inference_mode():
+        return model.scores(model.last_hidden(left_pad([history], 12)))[0]  # type: ignore[operator]
+
+
+def test_growth_keeps_old_indices_and_old_predictions_until_trained(vocab: Vocabulary) -> None:
+    learner = OnlineLearner(tiny_model(vocab.n_items), vocab, LearnerConfig(window=50))
+    old_index = {item: vocab[item] for item in vocab.ids}
+    history = [vocab["i1"], vocab["i2"], vocab["i3"]]
+    before = _scores(learner.candidate, history).clone()
+
+    learner.observe([("u1", "brand-new"), ("u2", "i4"), ("u1", "another-new")])
+
+    assert {item: vocab[item] for item in old_index} == old_index
+    assert vocab["brand-new"] == 31 and vocab["another-new"] == 32
+    assert learner.candidate.n_items == vocab.size == 33
+    after = _scores(learner.candidate, history)
+    torch.testing.assert_close(after[: before.shape[0]], before)  # same scores for old items
+    mean_row = learner.serving.item_embedding.weight[1:].mean(dim=0)
+    torch.testing.assert_close(learner.candidate.item_embedding.weight[31], mean_row)
+    assert learner.serving.n_items == 31, "the serving model is not touched"
+
+
+def test_a_new_item_becomes_rankable_and_learnt(vocab: Vocabulary) -> None:
+    learner = OnlineLearner(
+        tiny_model(vocab.n_items), vocab, LearnerConfig(lr=1e-2, batch_size=32, window=100)
+    )
+    # Users who watch i1 then the new item: the serving model cannot rank it at all.
+    first = learner.observe([(f"u{n}", "i1") for n in range(40)])
+    assert (first.serving_ranks == UNRANKABLE).all()  # empty histories: nothing to rank from
+    second = learner.observe([(f"u{n}", "fresh") for n in range(40)])
+    assert second.new_items == ["fresh"]
+    assert (second.serving_ranks == UNRANKABLE).all()
+    fresh = vocab["fresh"]
+    untrained = rank_targets(learner.candidate, [[vocab["i1"]]], [fresh])[0]
+    for _ in range(30):
+        learner.train(steps=2)
+    trained = rank_targets(learner.candidate, [[vocab["i1"]]], [fresh])[0]
+    assert trained < UNRANKABLE
+    assert trained < untrained and trained < 3
+    assert learner.candidate.item_popularity[fresh] == 40
+
+
+def test_prequential_ranks_before_learning_and_histories_within_a_batch(
+    vocab: Vocabulary,
+) -> None:
+    learner = OnlineLearner(tiny_model(vocab.n_items), vocab, LearnerConfig(window=10))
+    obs = learner.observe([("u", "i1"), ("u", "i2"), ("u", "i3")])
+    assert obs.serving_ranks[0] == UNRANKABLE  # no history yet
+    assert (obs.serving_ranks[1:] < vocab.size).all()
+    assert learner.histories["u"] == [vocab["i1"], vocab["i2"], vocab["i3"]]
+    assert [list(example) for example in learner.buffer.recent] == [
+        [vocab["i1"], vocab["i2"]],
+        [vocab["i1"], vocab["i2"], vocab["i3"]],
+    ]
+
+
+def test_rolling_metrics_hand_computed() -> None:
+    metrics = RollingMetrics(window=3, k=10)
+    metrics.add([0, 1, 50, 2])  # window keeps [1, 50, 2]
+    assert metrics.hr == 2 / 3
+    expected = (1 / np.log2(3) + 0 + 1 / np.log2(4)) / 3
+    assert abs(metrics.ndcg - expected) < 1e-12
+
+
+def test_replay_buffer_mixes_recent_and_reservoir() -> None:
+    buffer = ReplayBuffer(recent_size=4, reservoir_size=10, seed=1)
+    for n in range(100):
+        buffer.add([n, n + 1])
+    assert [example[0] for example in buffer.recent] == [96, 97, 98, 99]
+    assert len(buffer.reservoir) == 10 and buffer.seen_old == 96
+    assert all(example[0] < 96 for example in buffer.reservoir)
+    batch = buffer.sample(8, recent_share=0.5)
+    assert sum(example[0] >= 96 for example in batch) == 4
+    clone = ReplayBuffer(4, 10)
+    clone.load_state(buffer.state())
+    assert clone.sample(8) == buffer.sample(8)

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamrec.config import Settings
+from streamrec.data.sequences import Vocabulary
+from streamrec.models.registry import ModelRegistry
+from streamrec.online.finetuner import FineTuner
+from streamrec.online.prequential import RollingMetrics
+from streamrec.online.promotion import PromotionGuard
+
+
+def _metrics(ranks: list[int]) -> RollingMetrics:
+    metrics = RollingMetrics(window=len(ranks))
+    metrics.add(ranks)
+    return metrics
+
+
+def test_guard_refuses_a_worse_or_equal_candidate_and_too_little_evidence() -> None:
+    guard = PromotionGuard(margin=0.05, min_events=10)
+    good, bad = _metrics([0] * 10), _metrics([100] * 5 + [0] * 5)
+    assert guard.should_promote(bad, good).action == "keep"
+    assert guard.should_promote(good, good).action == "keep"  # needs a 5 % gain
+    assert guard.should_promote(good, bad).action == "promote"
+    assert PromotionGuard(min_events=11).should_promote(good, bad).action == "keep"
+
+
+def test_guard_rolls_back_only_after_a_drop_below_the_previous_version() -> None:
+    guard = PromotionGuard(margin=0.05, min_events=4)
+    assert guard.should_roll_back(_metrics([50] * 4)).action == "keep"  # nothing promoted
+    promotion = guard.should_promote(_metrics([0] * 4), _metrics([1] * 4))
+    guard.promoted(promotion)
+    assert guard.should_roll_back(_metrics([1] * 4)).action == "keep"
+    decision = guard.should_roll_back(_metrics([1, 50, 50, 50]))
+    assert decision.action == "rollback"
+    assert "previous version" in decision.reason
+
+
+def _tuner(tmp_path: Path, registry: ModelRegistry) -> FineTuner:
+    settings = Settings(
+        home=tmp_path,
+        online={"registry_dir": registry.root, "promote_min_events": 20, "promote_margin": 0.0},  # type: ignore[arg-type]
+    )
+    return FineTuner(settings)
+
+
+def test_review_promotes_through_the_registry_then_rolls_back(
+    tmp_path: Path, registry: ModelRegistry, vocab: Vocabulary
+) -> None:
+    tuner = _tuner(tmp_path, registry)
+    first = registry.current()
+    learner = tuner.learner
+    # The candidate ranked better than serving on the window: promote.
+    learner.candidate_metrics.add([0] * 30)
+    learner.serving_metrics.add([5] * 30)
+    decision = tuner.review()
+    assert decision.action == "promote"
+    second = registry.current()
+    assert second != first and learner.serving_version == second
+    assert registry.load(second).meta["parent"] == first
+    # The new version does worse than the one it replaced: roll back to it.
+    learner.serving_metrics.add([40] * 30)
+    decision = tuner.review()
+    assert decision.action == "rollback"
+    assert registry.current() == first
+    assert learner.serving_version == first
+    log = (registry.root / "promotions.jsonl").read_text().splitlines()
+    assert [line.count('"action": "promote"') for line in log] == [1, 0]
+    assert '"action": "rollback"' in log[1] and "candidate_ndcg" in log[1]
+
+
+def test_review_refuses_a_worse_candidate(tmp_path: Path, registry: ModelRegistry) -> None:
+    tuner = _tuner(tmp_path, registry)
+    before = [info.version for info in registry.list()]
+    tuner.learner.candidate_metrics.add([40] * 30)
+    tuner.learner.serving_metrics.add([0] * 30)
+    assert tuner.review().action == "keep"
+    assert [info.version for info in registry.list()] == before
