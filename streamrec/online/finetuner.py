@@ -31,7 +31,7 @@ from streamrec.data.sequences import atomic_write_text
 from streamrec.errors import ModelError
 from streamrec.models.checkpoint import load_checkpoint, save_checkpoint
 from streamrec.models.registry import ModelRegistry
-from streamrec.online.learner import LearnerConfig, OnlineLearner
+from streamrec.online.learner import LearnerConfig, Observation, OnlineLearner
 from streamrec.online.promotion import Decision, PromotionGuard
 
 __all__ = ["FineTuner", "Freshness"]
@@ -68,7 +68,11 @@ class FineTuner:
         *,
         clock: Callable[[], float] = time.time,
         registry: ModelRegistry | None = None,
+        histories: dict[str, list[str]] | None = None,
+        observer: Callable[[list[ConsumedEvent], Observation], None] | None = None,
     ) -> None:
+        """``histories`` seeds users' item histories when there is no checkpoint to resume
+        (e.g. from the offline training data); ``observer`` sees every batch's outcome."""
         self.settings = settings
         self.online = settings.online
         self.registry = registry or ModelRegistry(settings.registry_path)
@@ -81,7 +85,10 @@ class FineTuner:
         self.decisions: list[Decision] = []
         self.offsets: dict[str, int] = {}  # "topic:partition" -> next offset not yet learnt
         self._checkpoint_seq = 0
+        self.observer = observer
         self.learner = self._build_learner()
+        if histories and not self.learner.examples_seen:
+            self.learner.seed_histories(histories)
         self._consumer: EventConsumer | None = None
 
     # -- set-up ----------------------------------------------------------------------------
@@ -192,6 +199,8 @@ class FineTuner:
         )
         for item in batch:
             self.offsets[f"{item.topic}:{item.partition}"] = item.offset + 1
+        if self.observer is not None:
+            self.observer(batch, observation)
         metrics.ONLINE_NDCG.labels("serving").set(self.learner.serving_metrics.ndcg)
         metrics.ONLINE_NDCG.labels("candidate").set(self.learner.candidate_metrics.ndcg)
         metrics.ONLINE_HR.labels("serving").set(self.learner.serving_metrics.hr)

@@ -145,6 +145,14 @@ class OnlineLearner:
         self._update_priors()
         return Observation(serving_ranks, candidate_ranks, new_items, list(arrival_times or []))
 
+    def seed_histories(self, histories: dict[str, list[str]]) -> None:
+        """Start users from known histories (item ids oldest first; unknown ids skipped)."""
+        max_len = self.serving.config.max_len
+        for user, items in histories.items():
+            encoded = self.vocab.encode(items)[-max_len:]
+            if encoded:
+                self.histories[user] = encoded
+
     def _remember(self, user: str, index: int) -> None:
         history = self.histories.pop(user, [])
         history.append(index)

@@ -64,10 +64,25 @@ class RollingMetrics:
         self.ranks: deque[int] = deque(maxlen=window)
         self.k = k
         self.total = 0
+        self._ndcg_sum = 0.0
+        self._hits = 0
 
     def add(self, ranks: Sequence[int] | np.ndarray) -> None:
-        self.ranks.extend(int(rank) for rank in ranks)
-        self.total += len(ranks)
+        values = np.asarray(ranks, dtype=np.int64)
+        self.ranks.extend(values.tolist())
+        self.total += len(values)
+        inside = values < self.k
+        self._hits += int(inside.sum())
+        self._ndcg_sum += float((1.0 / np.log2(values[inside] + 2.0)).sum())
+
+    @property
+    def ndcg_all(self) -> float:
+        """NDCG@k over every rank ever added (not just the window)."""
+        return self._ndcg_sum / self.total if self.total else 0.0
+
+    @property
+    def hr_all(self) -> float:
+        return self._hits / self.total if self.total else 0.0
 
     def __len__(self) -> int:
         return len(self.ranks)

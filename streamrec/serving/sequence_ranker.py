@@ -48,6 +48,7 @@ class SequenceRanker:
         self.explain = explain
         self.explain_top_n = explain_top_n
         self.batch_size = batch_size
+        self._blocked_cache: dict[str, torch.Tensor | None] = {}
 
     @classmethod
     def from_registry(
@@ -129,6 +130,26 @@ class SequenceRanker:
     def _excluded(self, snapshot: LoadedModel, histories: Sequence[History]) -> torch.Tensor:
         return seen_matrix([snapshot.vocab.encode(h.excluded()) for h in histories])
 
+    def _not_ready(self, snapshot: LoadedModel) -> torch.Tensor | None:
+        """Indices of items added by online learning that have too few events to be shown.
+
+        A version written by the fine-tuner records ``offline_n_items`` and
+        ``new_item_min_events`` in its meta; its ``item_popularity`` counts new items' events.
+        """
+        cached = self._blocked_cache.get(snapshot.version)
+        if cached is not None or snapshot.version in self._blocked_cache:
+            return cached
+        offline = snapshot.meta.get("offline_n_items")
+        needed = snapshot.meta.get("new_item_min_events")
+        blocked = None
+        if offline is not None and needed is not None:
+            model = snapshot.model
+            candidates = torch.arange(int(offline), model.n_items)
+            counts = model.item_popularity.detach().cpu()[candidates]
+            blocked = candidates[counts < float(needed)]
+        self._blocked_cache = {snapshot.version: blocked}
+        return blocked
+
     def _rank_model(
         self,
         snapshot: LoadedModel,
@@ -142,6 +163,9 @@ class SequenceRanker:
         with torch.inference_mode():
             item_scores = model.scores(model.last_hidden(item_seq)).float()  # [batch, n_items]
             item_scores = mask_scores(item_scores, self._excluded(snapshot, histories))
+            blocked = self._not_ready(snapshot)
+            if blocked is not None and blocked.numel():
+                item_scores[:, blocked.to(item_scores.device)] = float("-inf")
             top_scores, top_items = torch.topk(item_scores, min(k, model.n_items - 1), dim=-1)
             positions = (
                 model.explain(item_seq, top_items, self.explain_top_n)
@@ -166,6 +190,9 @@ class SequenceRanker:
         popularity = model.item_popularity.float().cpu()  # [n_items]
         item_scores = popularity[None, :].expand(len(histories), -1)  # [batch, n_items]
         item_scores = mask_scores(item_scores, self._excluded(snapshot, histories))
+        blocked = self._not_ready(snapshot)
+        if blocked is not None and blocked.numel():
+            item_scores[:, blocked] = float("-inf")
         top_scores, top_items = torch.topk(item_scores, min(k, model.n_items - 1), dim=-1)
         return [
             self._to_ranked(snapshot, top_items[row], top_scores[row], None, None)
