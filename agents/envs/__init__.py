@@ -1,0 +1,118 @@
+"""The simulator: a gymnasium session environment calibrated on held-out ML-1M users.
+
+A *simulator directory* holds everything an environment needs, so RLlib env runners on any node
+rebuild the same world from a path::
+
+    <sim_dir>/simdata/      simulator.npz + vocab.json   (agents/envs/data.py)
+    <sim_dir>/candidates/   the candidate sequence model checkpoint (streamrec.models format)
+    <sim_dir>/response.json calibrated ResponseParams     (agents/envs/calibration.py)
+
+:func:`prepare_simulator` builds it from ML-1M; :func:`make_env` turns an RLlib-style
+``env_config`` dict into a :class:`SessionEnv` (``{"sim_dir": ..., "mode": "session"}``, or
+``{"synthetic": True}`` for the tiny test world).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from agents.envs.candidates import CandidateSource, load_candidate_model, train_candidate_model
+from agents.envs.data import SimulatorData, build_simulator_data, load_simulator_data
+from agents.envs.response import ResponseParams
+from agents.envs.session_env import SessionEnv, SimConfig
+
+__all__ = [
+    "ResponseParams",
+    "SessionEnv",
+    "SimConfig",
+    "SimulatorData",
+    "load_world",
+    "make_env",
+    "prepare_simulator",
+]
+
+logger = logging.getLogger(__name__)
+
+_WORLDS: dict[str, tuple[SimulatorData, CandidateSource, ResponseParams]] = {}
+
+
+def prepare_simulator(
+    sim_dir: str | Path,
+    *,
+    candidate_budget_s: float = 240.0,
+    config: SimConfig | None = None,
+    force: bool = False,
+) -> Path:
+    """Build (or reuse) the simulator directory from ML-1M: data, candidate model, calibration."""
+    from agents.envs.calibration import calibrate
+    from agents.envs.data import save_simulator_data
+    from streamrec.data.loaders import load_movielens_1m
+
+    sim_dir = Path(sim_dir)
+    data_dir, model_dir, params_path = _paths(sim_dir)
+    if force or not (data_dir / "simulator.npz").is_file():
+        data = build_simulator_data(load_movielens_1m())
+        save_simulator_data(data, data_dir)
+    data = load_simulator_data(data_dir)
+    if force or not (model_dir / "model.safetensors").is_file():
+        train_candidate_model(data, model_dir, time_budget_s=candidate_budget_s)
+    source = load_candidate_model(model_dir)
+    if force or not params_path.is_file():
+        params = calibrate(data, source, config=config)
+        params.save(params_path)
+    return sim_dir
+
+
+def _paths(sim_dir: Path) -> tuple[Path, Path, Path]:
+    return sim_dir / "simdata", sim_dir / "candidates", sim_dir / "response.json"
+
+
+def load_world(
+    sim_dir: str | Path,
+) -> tuple[SimulatorData, CandidateSource, ResponseParams]:
+    """Data, candidate model and response parameters of a simulator directory (cached)."""
+    key = str(Path(sim_dir).resolve())
+    if key not in _WORLDS:
+        data_dir, model_dir, params_path = _paths(Path(sim_dir))
+        _WORLDS[key] = (
+            load_simulator_data(data_dir),
+            load_candidate_model(model_dir),
+            ResponseParams.load(params_path),
+        )
+    return _WORLDS[key]
+
+
+def make_env(env_config: Mapping[str, Any] | None = None) -> SessionEnv:
+    """An environment from an RLlib ``env_config``.
+
+    Keys: ``sim_dir`` (a prepared simulator directory) or ``synthetic: True`` (tiny random
+    world, ``synthetic_seed``); ``mode`` (``session``/``bandit``), ``n_candidates``,
+    ``slate_size``, ``horizon``, ``users`` (list of user indices), ``params`` (overrides of
+    :class:`ResponseParams` fields).
+    """
+    env_config = dict(env_config or {})
+    if env_config.get("synthetic"):
+        from agents.envs.synthetic import synthetic_world
+
+        data, source = synthetic_world(seed=int(env_config.get("synthetic_seed", 0)))
+        params = ResponseParams(
+            click_intercept=-1.0, click_slope=3.0, patience_alpha=2.0, patience_beta=12.0
+        )
+    else:
+        if "sim_dir" not in env_config:
+            raise ValueError("env_config needs 'sim_dir' (see prepare_simulator) or 'synthetic'")
+        data, source, params = load_world(env_config["sim_dir"])
+    if env_config.get("params"):
+        params = params.replace(**env_config["params"])
+    users = env_config.get("users")
+    config = SimConfig(
+        n_candidates=int(env_config.get("n_candidates", 20)),
+        slate_size=int(env_config.get("slate_size", 3)),
+        horizon=int(env_config.get("horizon", 30)),
+        mode=env_config.get("mode", "session"),
+        users=tuple(int(u) for u in users) if users is not None else None,
+    )
+    return SessionEnv(data, source, params, config)

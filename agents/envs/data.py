@@ -1,0 +1,227 @@
+"""Real data behind the simulator: ML-1M users split into model-training and simulated users.
+
+* Every ML-1M user goes through the project's leave-one-out pipeline
+  (:func:`streamrec.data.sequences.build_sequences`); users whose index is a multiple of
+  ``heldout_every`` are **held out**: the candidate sequence model never trains on them and they
+  become the simulated users.
+* A simulated user's *observed* history is the first half of their real sequence; the second
+  half is their *future*, used only by the user-response model (never shown to a policy).
+* The **response space** is a truncated SVD of the training users' binary user-item matrix
+  (``item_factors``, unit rows). A held-out user's *taste* is the rating-weighted mean of the
+  factors of their whole true history (ratings centred at 3), so the simulated user prefers what
+  the real user rated highly, including items the recommender has not seen them consume yet.
+* The **response model** proper is a second sequence model trained on *all* users' full
+  sequences (held-out users included: it is the simulator's ground truth, never a policy input);
+  a simulated user's affinity for an item is its log-probability given the user's whole true
+  history (``user_affinity``).
+* ``item_quality`` is the item's mean rating mapped to [0, 1]: the "watch value" of a click.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.sparse import csr_matrix
+from scipy.sparse.linalg import svds
+
+from streamrec.data.sequences import SequenceData, Vocabulary, build_sequences
+
+__all__ = ["SimulatorData", "build_simulator_data", "load_simulator_data", "save_simulator_data"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SimulatorData:
+    """Arrays the simulator needs; index 0 of every item array is padding."""
+
+    vocab: Vocabulary
+    #: Real sequences of the users the candidate model may train on.
+    train_sequences: list[np.ndarray]
+    #: Held-out users: what the recommender has seen (oldest first) ...
+    observed: list[np.ndarray]
+    #: ... and what they consumed afterwards (the response model's ground truth).
+    future: list[np.ndarray]
+    #: ``[n_users, dim]`` unit taste vectors of the held-out users (from their whole history).
+    user_taste: np.ndarray
+    #: ``[n_rows, dim]`` unit item vectors of the response model (row 0 zero).
+    item_factors: np.ndarray
+    #: ``[n_rows]`` mean rating mapped to [0, 1].
+    item_quality: np.ndarray
+    #: ``[n_rows]`` log(1 + training interactions), scaled to [0, 1].
+    item_popularity: np.ndarray
+    #: Real session lengths (30-minute gap) of the held-out users, for calibration.
+    session_lengths: np.ndarray
+    #: ``[n_users, n_rows]`` the response model's affinity of each simulated user for each item
+    #: (log-probability under the response sequence model given the user's *whole* true
+    #: history; see :func:`agents.envs.candidates.response_affinity`). None = ``taste . factor``.
+    user_affinity: np.ndarray | None = None
+
+    def affinity(self, user: int) -> np.ndarray:
+        """``[n_rows]`` affinity of ``user`` for every item."""
+        if self.user_affinity is not None:
+            return np.asarray(self.user_affinity[user], dtype=np.float32)
+        return np.asarray(self.item_factors @ self.user_taste[user], dtype=np.float32)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.observed)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.item_factors.shape[0])
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(rows, axis=-1, keepdims=True)
+    return rows / np.maximum(norms, 1e-12)
+
+
+def build_simulator_data(
+    frame: pd.DataFrame,
+    *,
+    heldout_every: int = 5,
+    dim: int = 24,
+    session_gap_s: int = 1800,
+    max_heldout: int | None = None,
+) -> SimulatorData:
+    """Split ``frame`` (an ML-1M-shaped log) into training and simulated users; fit the
+    response space. Deterministic."""
+    data: SequenceData = build_sequences(frame)
+    n_rows = data.vocab.size
+    heldout = [u for u in range(data.n_users) if u % heldout_every == 0]
+    if max_heldout is not None:
+        heldout = heldout[:max_heldout]
+    heldout_set = set(heldout)
+    train_users = [u for u in range(data.n_users) if u not in heldout_set]
+    train_sequences = [data.sequences[u] for u in train_users]
+
+    rows = np.concatenate([np.full(len(data.sequences[u]), i) for i, u in enumerate(train_users)])
+    cols = np.concatenate(train_sequences)
+    matrix = csr_matrix(
+        (np.ones(len(rows), dtype=np.float64), (rows, cols)), shape=(len(train_users), n_rows)
+    )
+    matrix.data[:] = 1.0
+    counts = np.asarray(matrix.sum(axis=0)).ravel()
+    # IDF-like column scaling keeps the first factors from being pure popularity.
+    scaled = matrix @ _diag(1.0 / np.sqrt(np.maximum(counts, 1.0)))
+    _, singular, item_vt = svds(scaled, k=dim, random_state=0)
+    order = np.argsort(-singular)
+    item_factors = _unit((item_vt[order] * np.sqrt(singular[order])[:, None]).T)
+    item_factors[0] = 0.0
+
+    log = frame[["user_id", "item_id", "timestamp", "value"]].copy()
+    log["item_id"] = log["item_id"].astype(str)
+    log["index"] = log["item_id"].map(lambda item: data.vocab.get(item) or 0)
+    log = log[log["index"] > 0]
+    rating_sum = np.bincount(log["index"], weights=log["value"].fillna(3.0), minlength=n_rows)
+    rating_count = np.bincount(log["index"], minlength=n_rows)
+    mean_rating = np.where(rating_count > 0, rating_sum / np.maximum(rating_count, 1), 3.0)
+    item_quality = np.clip((mean_rating - 1.0) / 4.0, 0.0, 1.0)
+    item_quality[0] = 0.0
+    popularity = np.log1p(counts)
+    popularity = popularity / max(popularity.max(), 1e-12)
+
+    heldout_ids = {data.users[u] for u in heldout}
+    user_log = log[log["user_id"].astype(str).isin(heldout_ids)]
+    rating_of = {
+        (str(user), int(index)): float(value)
+        for user, index, value in zip(
+            user_log["user_id"], user_log["index"], user_log["value"].fillna(3.0), strict=True
+        )
+    }
+    observed, future, tastes = [], [], []
+    for u in heldout:
+        sequence = data.sequences[u]
+        cut = max(3, len(sequence) // 2)
+        observed.append(sequence[:cut])
+        future.append(sequence[cut:])
+        weights = np.array([rating_of.get((data.users[u], int(i)), 3.0) - 3.0 for i in sequence])
+        weights = np.where(weights == 0.0, 0.25, weights)
+        tastes.append((weights[:, None] * item_factors[sequence]).sum(axis=0))
+    user_taste = _unit(np.stack(tastes))
+
+    from streamrec.data.replay import assign_sessions  # local: only needed here
+
+    held_log = frame[frame["user_id"].astype(str).isin(heldout_ids)]
+    session_lengths = assign_sessions(held_log, session_gap_s).value_counts().to_numpy()
+    logger.info(
+        "simulator data: %d training users, %d simulated users, %d items, %d sessions",
+        len(train_users),
+        len(heldout),
+        n_rows - 1,
+        len(session_lengths),
+    )
+    return SimulatorData(
+        vocab=data.vocab,
+        train_sequences=train_sequences,
+        observed=observed,
+        future=future,
+        user_taste=user_taste.astype(np.float32),
+        item_factors=item_factors.astype(np.float32),
+        item_quality=item_quality.astype(np.float32),
+        item_popularity=popularity.astype(np.float32),
+        session_lengths=np.asarray(session_lengths, dtype=np.int64),
+    )
+
+
+def _diag(values: np.ndarray) -> csr_matrix:
+    size = len(values)
+    return csr_matrix((values, (np.arange(size), np.arange(size))), shape=(size, size))
+
+
+def save_simulator_data(data: SimulatorData, directory: str | Path) -> Path:
+    """Arrays as ``.npz`` (no pickle) + the vocabulary as JSON."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    data.vocab.save(directory / "vocab.json")
+    ragged = {
+        "train": data.train_sequences,
+        "observed": data.observed,
+        "future": data.future,
+    }
+    arrays: dict[str, np.ndarray] = {}
+    for name, sequences in ragged.items():
+        arrays[f"{name}_values"] = (
+            np.concatenate(sequences) if sequences else np.zeros(0, dtype=np.int64)
+        )
+        arrays[f"{name}_lengths"] = np.array([len(s) for s in sequences], dtype=np.int64)
+    np.savez(
+        directory / "simulator.npz",
+        user_taste=data.user_taste,
+        item_factors=data.item_factors,
+        item_quality=data.item_quality,
+        item_popularity=data.item_popularity,
+        session_lengths=data.session_lengths,
+        **({"user_affinity": data.user_affinity} if data.user_affinity is not None else {}),
+        **arrays,
+    )
+    return directory
+
+
+def load_simulator_data(directory: str | Path) -> SimulatorData:
+    directory = Path(directory)
+    vocab = Vocabulary.load(directory / "vocab.json")
+    with np.load(directory / "simulator.npz", allow_pickle=False) as payload:
+        arrays = {name: payload[name] for name in payload.files}
+
+    def ragged(name: str) -> list[np.ndarray]:
+        lengths = arrays[f"{name}_lengths"]
+        return list(np.split(arrays[f"{name}_values"], np.cumsum(lengths)[:-1]))
+
+    return SimulatorData(
+        vocab=vocab,
+        train_sequences=ragged("train"),
+        observed=ragged("observed"),
+        future=ragged("future"),
+        user_taste=arrays["user_taste"],
+        item_factors=arrays["item_factors"],
+        item_quality=arrays["item_quality"],
+        item_popularity=arrays["item_popularity"],
+        session_lengths=arrays["session_lengths"],
+        user_affinity=arrays.get("user_affinity"),
+    )
