@@ -2,7 +2,8 @@
 
 Started only with ``streamrec stack up --with-prometheus``. The scrape config is generated from
 settings (every streamrec process serves ``/metrics`` on ``metrics_port + offset``, see
-:data:`streamrec.metrics.PROCESS_PORT_OFFSETS`); recording and alerting rules come from
+:data:`streamrec.metrics.PROCESS_PORT_OFFSETS`; each target carries a ``process`` label, as in
+``dashboards/prometheus/prometheus.docker.yml``); recording and alerting rules come from
 ``dashboards/prometheus/rules.yml`` when that file is present.
 """
 
@@ -19,36 +20,49 @@ import yaml
 
 from streamrec.config import Settings
 from streamrec.errors import StackError
+from streamrec.metrics import PROCESS_PORT_OFFSETS
 from streamrec.stack.process import ManagedProcess, tail
 
-__all__ = ["PrometheusComponent", "local_scrape_config"]
+__all__ = ["PROCESS_PORT_OFFSETS", "PrometheusComponent", "local_scrape_config"]
 
-#: Process name -> offset from ``metrics_port`` of its /metrics endpoint.
-PROCESS_PORT_OFFSETS = {"worker": 0, "api": 1, "finetune": 2, "agent": 3, "worker-2": 4}
+#: Job name of every streamrec process (the dashboards and rules select ``job="streamrec"``).
+JOB = "streamrec"
 
 _RULES = Path(__file__).resolve().parents[2] / "dashboards" / "prometheus" / "rules.yml"
 
 
-def local_scrape_config(settings: Settings, rule_files: list[str]) -> dict[str, object]:
-    targets = [
-        f"127.0.0.1:{settings.metrics_port + offset}" for offset in PROCESS_PORT_OFFSETS.values()
+def local_scrape_config(
+    settings: Settings, rule_files: list[str], *, interval: str = "5s"
+) -> dict[str, object]:
+    """Prometheus config scraping every local streamrec process (none if metrics are off).
+
+    Processes that are not running are scraped anyway and show as ``up == 0``.
+    """
+    static_configs = [
+        {
+            "targets": [f"127.0.0.1:{settings.metrics_port + offset}"],
+            "labels": {"process": name},
+        }
+        for name, offset in PROCESS_PORT_OFFSETS.items()
+        if settings.metrics_port
     ]
     return {
-        "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
+        "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": rule_files,
-        "scrape_configs": [
-            {"job_name": "streamrec", "static_configs": [{"targets": targets}]},
-        ],
+        "scrape_configs": [{"job_name": JOB, "static_configs": static_configs}],
     }
 
 
 class PrometheusComponent:
     name = "prometheus"
 
-    def __init__(self, settings: Settings, rules: Path | None = None) -> None:
+    def __init__(
+        self, settings: Settings, rules: Path | None = None, *, interval: str = "5s"
+    ) -> None:
         self.settings = settings
         self.dir = settings.state_path / "prometheus"
         self.rules = rules or _RULES
+        self.interval = interval
         self.process = ManagedProcess(
             "prometheus",
             settings.state_path / "run",
@@ -83,7 +97,12 @@ class PrometheusComponent:
         self.dir.mkdir(parents=True, exist_ok=True)
         rule_files = [str(self.rules)] if self.rules.exists() else []
         config = self.dir / "prometheus.yml"
-        config.write_text(yaml.safe_dump(local_scrape_config(self.settings, rule_files)))
+        config.write_text(
+            yaml.safe_dump(
+                local_scrape_config(self.settings, rule_files, interval=self.interval),
+                sort_keys=False,
+            )
+        )
         return config
 
     def start(self) -> None:
