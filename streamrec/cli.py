@@ -52,6 +52,12 @@ def evaluate(ctx: typer.Context) -> None:
     _forward("streamrec.models.cli", ["evaluate"], ctx)
 
 
+@app.command("agent", context_settings=_FORWARD, add_help_option=False)
+def agent(ctx: typer.Context) -> None:
+    """RL re-ranking agent: train, evaluate off-policy, export (`streamrec agent --help`)."""
+    _forward("agents.cli", [], ctx)
+
+
 @app.command("registry", context_settings=_FORWARD, add_help_option=False)
 def registry(ctx: typer.Context) -> None:
     """Model registry: list, promote, rollback (`streamrec registry --help`)."""
