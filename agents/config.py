@@ -131,7 +131,7 @@ def offline_config(
         .learners(num_learners=0)
         .rl_module(rl_module_spec=_module_spec(settings.hidden))
         .offline_data(
-            input_=[input_path],
+            input_=[input_path],  # type: ignore[arg-type]
             input_read_episodes=True,
             input_read_batch_size=64,
             dataset_num_iters_per_learner=1,

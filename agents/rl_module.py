@@ -31,7 +31,8 @@ class CandidateScoringRLModule(TorchRLModule, ValueFunctionAPI):
         spaces = self.observation_space
         n_features = int(spaces["candidates"].shape[-1])  # type: ignore[index]
         n_context = int(spaces["context"].shape[-1])  # type: ignore[index]
-        hidden = int((self.model_config or {}).get("hidden", 64))
+        model_config = self.model_config if isinstance(self.model_config, dict) else {}
+        hidden = int(model_config.get("hidden", 64))
         self.scorer = CandidateScorer(
             ScorerConfig(hidden=hidden, n_features=n_features, n_context=n_context)
         )
@@ -55,7 +56,7 @@ class CandidateScoringRLModule(TorchRLModule, ValueFunctionAPI):
 
     def compute_values(self, batch: dict[str, Any], embeddings: Any | None = None) -> torch.Tensor:
         if embeddings is not None:
-            return embeddings  # type: ignore[no-any-return]
+            return embeddings
         _, values = self.scorer.logits_and_value(*self._inputs(batch))
         return values  # [batch]
 

@@ -5,6 +5,7 @@ rebuild the same world from a path::
 
     <sim_dir>/simdata/      simulator.npz + vocab.json   (agents/envs/data.py)
     <sim_dir>/candidates/   the candidate sequence model checkpoint (streamrec.models format)
+    <sim_dir>/response_model/ the response sequence model (all users' full sequences)
     <sim_dir>/response.json calibrated ResponseParams     (agents/envs/calibration.py)
 
 :func:`prepare_simulator` builds it from ML-1M; :func:`make_env` turns an RLlib-style
@@ -14,12 +15,20 @@ rebuild the same world from a path::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from agents.envs.candidates import CandidateSource, load_candidate_model, train_candidate_model
+import numpy as np
+
+from agents.envs.candidates import (
+    CandidateSource,
+    load_candidate_model,
+    response_affinity,
+    train_candidate_model,
+)
 from agents.envs.data import SimulatorData, build_simulator_data, load_simulator_data
 from agents.envs.response import ResponseParams
 from agents.envs.session_env import SessionEnv, SimConfig
@@ -43,6 +52,7 @@ def prepare_simulator(
     sim_dir: str | Path,
     *,
     candidate_budget_s: float = 240.0,
+    response_budget_s: float = 240.0,
     config: SimConfig | None = None,
     force: bool = False,
 ) -> Path:
@@ -50,6 +60,7 @@ def prepare_simulator(
     from agents.envs.calibration import calibrate
     from agents.envs.data import save_simulator_data
     from streamrec.data.loaders import load_movielens_1m
+    from streamrec.models.checkpoint import load_checkpoint
 
     sim_dir = Path(sim_dir)
     data_dir, model_dir, params_path = _paths(sim_dir)
@@ -60,6 +71,24 @@ def prepare_simulator(
     if force or not (model_dir / "model.safetensors").is_file():
         train_candidate_model(data, model_dir, time_budget_s=candidate_budget_s)
     source = load_candidate_model(model_dir)
+    response_dir = sim_dir / "response_model"
+    if force or data.user_affinity is None:
+        if force or not (response_dir / "model.safetensors").is_file():
+            everyone = data.train_sequences + [
+                np.concatenate([seen, later])
+                for seen, later in zip(data.observed, data.future, strict=True)
+            ]
+            train_candidate_model(
+                dataclasses.replace(data, train_sequences=everyone),
+                response_dir,
+                time_budget_s=response_budget_s,
+                seed=1,
+                max_len=50,
+                hidden=64,
+            )
+        affinity = response_affinity(load_checkpoint(response_dir).model, data)
+        data = dataclasses.replace(data, user_affinity=affinity)
+        save_simulator_data(data, data_dir)
     if force or not params_path.is_file():
         params = calibrate(data, source, config=config)
         params.save(params_path)
@@ -97,6 +126,7 @@ def make_env(env_config: Mapping[str, Any] | None = None) -> SessionEnv:
     if env_config.get("synthetic"):
         from agents.envs.synthetic import synthetic_world
 
+        source: CandidateSource
         data, source = synthetic_world(seed=int(env_config.get("synthetic_seed", 0)))
         params = ResponseParams(
             click_intercept=-1.0, click_slope=3.0, patience_alpha=2.0, patience_beta=12.0

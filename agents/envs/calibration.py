@@ -8,11 +8,13 @@
    simulator uses a fixed DCG-style examination curve, and the statistic checked is the
    position-debiased CTR by rank (sim CTR(p) / examine(p)) against the real hit rate by rank.
 2. **Session length** — a beta-geometric model (per-user leave probability ``h ~ Beta(a, b)``,
-   sessions censored at ``horizon``) is fitted by maximum likelihood to the held-out users' real
-   30-minute sessions.
-3. **Hazard shift** — the greedy sequence-model policy is simulated and the logit shift of the
-   leave probability is set by bisection so its mean session length (capped at the horizon)
-   equals the real one.
+   sessions censored at ``horizon``) is matched to the held-out users' real 30-minute sessions:
+   same share of one-page sessions and same capped mean (:func:`match_patience`; the maximum
+   likelihood fit :func:`fit_patience` matches the bulk but misses the one-page mass).
+3. **Hazard shift and boredom** — the greedy sequence-model policy is simulated; for each
+   candidate boredom coefficient the logit shift of the leave probability is set by bisection so
+   greedy's mean session length (capped at the horizon) equals the real one, and the coefficient
+   whose share of one-page sessions and median length are closest to the real ones is kept.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ __all__ = [
     "calibrate",
     "fit_click_model",
     "fit_patience",
+    "match_patience",
     "real_hit_rate_by_rank",
     "simulate_stats",
 ]
@@ -117,6 +120,31 @@ def fit_patience(lengths: np.ndarray, horizon: int) -> tuple[float, float]:
     return float(alpha), float(beta)
 
 
+def match_patience(lengths: np.ndarray, horizon: int) -> tuple[float, float]:
+    """Beta-geometric ``(alpha, beta)`` whose share of one-page sessions and mean length capped
+    at ``horizon`` equal the data's (method of moments; the mean is monotone in the
+    concentration ``alpha + beta`` at a fixed ``alpha / (alpha + beta)``)."""
+    capped = np.minimum(np.asarray(lengths), horizon)
+    share_1 = float(np.clip(np.mean(capped == 1), 1e-3, 1 - 1e-3))
+    target = float(capped.mean())
+    steps = np.arange(horizon)
+
+    def mean_capped(concentration: float) -> float:
+        alpha, beta = share_1 * concentration, (1 - share_1) * concentration
+        # E[min(L, H)] = sum_{l=0}^{H-1} P(L > l),  P(L > l) = B(alpha, beta + l) / B(alpha, beta)
+        return float(np.exp(betaln(alpha, beta + steps) - betaln(alpha, beta)).sum())
+
+    low, high = np.log(1e-3), np.log(1e4)  # mean_capped decreases with the concentration
+    for _ in range(60):
+        middle = (low + high) / 2
+        if mean_capped(float(np.exp(middle))) > target:
+            low = middle
+        else:
+            high = middle
+    concentration = float(np.exp((low + high) / 2))
+    return share_1 * concentration, (1 - share_1) * concentration
+
+
 def greedy_action(observation: dict[str, np.ndarray]) -> int:
     """The sequence model's top candidate (candidates come ordered by its score)."""
     return 0
@@ -196,6 +224,7 @@ def calibrate(
     seed: int = 0,
     base: ResponseParams | None = None,
     bisection_steps: int = 7,
+    boredom_coefs: tuple[float, ...] = (0.1, 0.25, 0.5),
 ) -> ResponseParams:
     """Fit every real-data constant of :class:`ResponseParams` (see the module docstring)."""
     config = config or SimConfig()
@@ -204,7 +233,7 @@ def calibrate(
         data, source, n_candidates=config.n_candidates, window=window
     )
     real_lengths = np.minimum(data.session_lengths, config.horizon)
-    alpha, beta = fit_patience(data.session_lengths, config.horizon)
+    alpha, beta = match_patience(data.session_lengths, config.horizon)
     params = params.replace(
         click_intercept=intercept, click_slope=slope, patience_alpha=alpha, patience_beta=beta
     )
@@ -219,21 +248,39 @@ def calibrate(
         users=config.users,
     )
     target = float(real_lengths.mean())
-    low, high = -4.0, 4.0
-    for _ in range(bisection_steps):
-        middle = (low + high) / 2
-        env = SessionEnv(data, source, params.replace(hazard_shift=middle), session_config)
-        mean_length = float(
-            simulate_stats(env, greedy_action, n_sessions, seed).session_lengths.mean()
+    real_share_1 = float(np.mean(real_lengths == 1))
+    best: tuple[float, ResponseParams] | None = None
+    for boredom_coef in boredom_coefs:
+        low, high = -4.0, 4.0
+        candidate = params.replace(boredom_coef=boredom_coef)
+        lengths = np.zeros(1)
+        for _ in range(bisection_steps):
+            candidate = candidate.replace(hazard_shift=(low + high) / 2)
+            env = SessionEnv(data, source, candidate, session_config)
+            lengths = simulate_stats(env, greedy_action, n_sessions, seed).session_lengths
+            if lengths.mean() > target:
+                low = candidate.hazard_shift  # sessions too long: leave more often
+            else:
+                high = candidate.hazard_shift
+        # Mean length is matched by the bisection; choose the coefficient that also matches
+        # the share of one-page sessions and the median best.
+        loss = (
+            abs(float(np.mean(lengths == 1)) - real_share_1)
+            + abs(float(np.median(lengths)) - float(np.median(real_lengths))) / config.horizon
         )
         logger.info(
-            "hazard shift %.3f: greedy mean length %.2f (real %.2f)", middle, mean_length, target
+            "boredom_coef %.2f shift %.3f: mean %.2f share_1 %.3f median %.1f (loss %.3f)",
+            boredom_coef,
+            candidate.hazard_shift,
+            lengths.mean(),
+            np.mean(lengths == 1),
+            np.median(lengths),
+            loss,
         )
-        if mean_length > target:
-            low = middle  # sessions too long: leave more often
-        else:
-            high = middle
-    params = params.replace(hazard_shift=(low + high) / 2)
+        if best is None or loss < best[0]:
+            best = (loss, candidate)
+    assert best is not None
+    params = best[1]
     env = SessionEnv(data, source, params, session_config)
     stats = simulate_stats(env, greedy_action, n_sessions, seed + 10_000)
     hit_rate = real_hit_rate_by_rank(data, source, slate_size=config.slate_size, window=window)

@@ -46,8 +46,10 @@ class CandidateSource(Protocol):
 class SequenceCandidates:
     """Candidates from a next-item model (batch of one, ``inference_mode``)."""
 
-    def __init__(self, model: SequenceModel) -> None:
+    def __init__(self, model: SequenceModel, cache_size: int = 8192) -> None:
         self.model = model.eval()
+        self._cache: dict[tuple[bytes, bytes, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._cache_size = cache_size
         weight = model.output_weight().detach().float().cpu().numpy()
         norms = np.linalg.norm(weight, axis=1, keepdims=True)
         self._vectors = (weight / np.maximum(norms, 1e-12)).astype(np.float32)
@@ -59,6 +61,10 @@ class SequenceCandidates:
         self, history: np.ndarray, exclude: np.ndarray, n: int
     ) -> tuple[np.ndarray, np.ndarray]:
         max_len = self.model.config.max_len
+        key = (history[-max_len:].tobytes(), np.sort(exclude).tobytes(), n)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
         item_seq = left_pad([history[-max_len:]], max_len)  # [1, L]
         with torch.inference_mode():
             scores = self.model.scores(self.model.last_hidden(item_seq)).float()  # [1, n_rows]
@@ -66,7 +72,11 @@ class SequenceCandidates:
             scores = mask_scores(scores, seen if seen.numel() else None)
             top_scores, top_items = torch.topk(scores[0], min(n, self.model.n_items - 1))
         keep = torch.isfinite(top_scores)
-        return top_items[keep].numpy(), top_scores[keep].numpy()
+        result = (top_items[keep].numpy(), top_scores[keep].numpy())
+        if len(self._cache) >= self._cache_size:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[key] = result
+        return result
 
 
 def train_candidate_model(
@@ -104,23 +114,27 @@ def train_candidate_model(
 
 
 def response_affinity(
-    model: SequenceModel, data: SimulatorData, batch_size: int = 128
+    model: SequenceModel, data: SimulatorData, *, future_items: int = 30
 ) -> np.ndarray:
-    """``[n_users, n_rows]`` float16 log-softmax scores of every item given each simulated
-    user's whole true history (observed + future); padding gets the minimum."""
-    model.eval()
+    """``[n_users, n_rows]`` float16 affinity of each simulated user for every item.
+
+    The user's taste is the mean of the response model's unit item vectors over their next
+    ``future_items`` *real* items (what they actually went on to watch); the affinity of an
+    item is its cosine to that taste. (The model's next-item log-probability given the whole
+    history is no use here: a next-item model learns that consumed items do not come back, so it
+    scores the user's own future items low.)
+    """
+    weight = model.output_weight().detach().float().cpu().numpy()  # [n_rows, hidden]
+    vectors = weight / np.maximum(np.linalg.norm(weight, axis=1, keepdims=True), 1e-12)
     rows = []
-    sequences = [np.concatenate([o, f]) for o, f in zip(data.observed, data.future, strict=True)]
-    max_len = model.config.max_len
-    for start in range(0, len(sequences), batch_size):
-        item_seq = left_pad(sequences[start : start + batch_size], max_len)
-        with torch.inference_mode():
-            scores = model.scores(model.last_hidden(item_seq)).float()  # [batch, n_rows]
-            scores[:, 0] = float("-inf")
-            log_probs = torch.log_softmax(scores, dim=-1)
-            log_probs[:, 0] = log_probs[:, 1:].min(dim=-1).values
-        rows.append(log_probs.numpy().astype(np.float16))
-    return np.concatenate(rows)
+    for observed, future in zip(data.observed, data.future, strict=True):
+        chosen = future[:future_items] if len(future) else observed[-future_items:]
+        taste = vectors[chosen].mean(axis=0)
+        taste = taste / max(float(np.linalg.norm(taste)), 1e-12)
+        affinity = vectors @ taste
+        affinity[0] = affinity[1:].min()
+        rows.append(affinity.astype(np.float16))
+    return np.stack(rows)
 
 
 def load_candidate_model(directory: str | Path) -> SequenceCandidates:

@@ -12,8 +12,8 @@
   the real user rated highly, including items the recommender has not seen them consume yet.
 * The **response model** proper is a second sequence model trained on *all* users' full
   sequences (held-out users included: it is the simulator's ground truth, never a policy input);
-  a simulated user's affinity for an item is its log-probability given the user's whole true
-  history (``user_affinity``).
+  a simulated user's affinity for an item is the cosine of the item's response-model vector to
+  the mean vector of the user's next 30 real items (``user_affinity``).
 * ``item_quality`` is the item's mean rating mapped to [0, 1]: the "watch value" of a click.
 """
 
@@ -57,8 +57,7 @@ class SimulatorData:
     #: Real session lengths (30-minute gap) of the held-out users, for calibration.
     session_lengths: np.ndarray
     #: ``[n_users, n_rows]`` the response model's affinity of each simulated user for each item
-    #: (log-probability under the response sequence model given the user's *whole* true
-    #: history; see :func:`agents.envs.candidates.response_affinity`). None = ``taste . factor``.
+    #: (see :func:`agents.envs.candidates.response_affinity`). None = ``taste . factor``.
     user_affinity: np.ndarray | None = None
 
     def affinity(self, user: int) -> np.ndarray:
@@ -190,16 +189,16 @@ def save_simulator_data(data: SimulatorData, directory: str | Path) -> Path:
             np.concatenate(sequences) if sequences else np.zeros(0, dtype=np.int64)
         )
         arrays[f"{name}_lengths"] = np.array([len(s) for s in sequences], dtype=np.int64)
-    np.savez(
-        directory / "simulator.npz",
+    arrays.update(
         user_taste=data.user_taste,
         item_factors=data.item_factors,
         item_quality=data.item_quality,
         item_popularity=data.item_popularity,
         session_lengths=data.session_lengths,
-        **({"user_affinity": data.user_affinity} if data.user_affinity is not None else {}),
-        **arrays,
     )
+    if data.user_affinity is not None:
+        arrays["user_affinity"] = data.user_affinity
+    np.savez(directory / "simulator.npz", **arrays)  # type: ignore[arg-type]
     return directory
 
 

@@ -3,7 +3,7 @@
 For a user ``u`` with unit taste vector ``t_u`` and an item ``i`` with unit response vector
 ``f_i`` shown at slate position ``p`` (0 = top)::
 
-    affinity(u, i) = log P_resp(i | u's whole true history)   (response sequence model)
+    affinity(u, i) = cos(e_i, mean of e_j over u's next 30 real items)  (response model vectors)
     P(click)       = examine(p) * sigmoid(a + b * affinity - r * times_shown_before(i))
     examine(p)     = 1 / log2(p + 2)                   (DCG-style position bias)
 
