@@ -301,7 +301,8 @@ def api(
     except StreamrecError as exc:
         raise _fail(exc) from exc
     if settings.metrics_port:
-        metrics.serve(settings.metrics_port + 1)
+        metrics_port = settings.metrics_port + metrics.PROCESS_PORT_OFFSETS["api"]
+        metrics.serve(metrics_port, settings.metrics_host)
     uvicorn.run(
         create_app(settings, ranker),
         host=host or settings.api.host,
@@ -350,7 +351,8 @@ def finetune(
     except StreamrecError as exc:
         raise _fail(exc) from exc
     if settings.metrics_port:
-        metrics.serve(settings.metrics_port + 2)
+        metrics_port = settings.metrics_port + metrics.PROCESS_PORT_OFFSETS["finetune"]
+        metrics.serve(metrics_port, settings.metrics_host)
     try:
         tuner.run(max_events=max_events, idle_timeout_s=idle_timeout)
     except KeyboardInterrupt:

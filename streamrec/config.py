@@ -246,6 +246,9 @@ class Settings(BaseSettings):
     data_dir: Path | None = Field(None, description="Datasets and models (default: home/data).")
     cache_dir: Path | None = Field(None, description="Downloaded jars (default: home/cache).")
     metrics_port: int = Field(9108, ge=0, le=65535, description="Prometheus /metrics port.")
+    metrics_host: str = Field(
+        "127.0.0.1", description="Bind address of /metrics (0.0.0.0 inside containers)."
+    )
     log_level: str = Field("INFO", description="Python log level.")
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)  # type: ignore[arg-type]

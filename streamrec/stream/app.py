@@ -11,6 +11,7 @@ is reflected exactly once in state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
@@ -86,6 +87,11 @@ def build_app(settings: Settings, ranker: Ranker) -> faust.App:
         partitions=settings.topics.partitions,
     )
     holder: dict[str, Any] = {}
+    lag = LagTracker(app, stream.app_id)
+
+    @app.timer(interval=5.0)
+    async def _refresh_lag() -> None:
+        lag.refresh()
 
     @app.task
     async def _open_state() -> None:
@@ -104,13 +110,13 @@ def build_app(settings: Settings, ranker: Ranker) -> faust.App:
         async for batch in batches:
             while "processor" not in holder:  # pragma: no cover - start-up race
                 await asyncio.sleep(0.01)
-            await _handle(app, batch, holder["processor"], settings, holder["out"])
+            await _handle(lag, batch, holder["processor"], settings, holder["out"])
 
     return app
 
 
 async def _handle(
-    app: faust.App,
+    lag: LagTracker,
     batch: Sequence[EventT],
     processor: BatchProcessor,
     settings: Settings,
@@ -151,7 +157,7 @@ async def _handle(
         valid.append(event)
         sources[event.event_id] = message
         append_times[event.event_id] = message.timestamp
-    _observe_lag(app, batch, consumer_name)
+    lag.batch(batch)
     result = await _process(processor, valid, sources, out, settings)
     for key, record in result.recommendations:
         out.produce(topics.recommendations, encode(record), key.encode())
@@ -228,23 +234,40 @@ def _headers(headers: Any) -> Any:
     return [(str(name), value) for name, value in items]
 
 
-def _observe_lag(app: faust.App, batch: Sequence[EventT], consumer: str) -> None:
-    last: dict[Any, int] = {}
-    for item in batch:
-        last[item.message.tp] = item.message.offset
-    for tp, offset in last.items():
-        highwater = app.consumer.highwater(tp)
-        if highwater is not None:
-            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition), consumer).set(
-                max(0, highwater - offset - 1)
-            )
+class LagTracker:
+    """Per-partition lag = end of partition - next offset to process, refreshed from each batch
+    and by a timer (so a stalled worker's lag keeps growing); partitions that moved to another
+    worker are dropped from the gauge."""
+
+    def __init__(self, app: faust.App, consumer: str) -> None:
+        self.app = app
+        self.consumer = consumer
+        self.positions: dict[Any, int] = {}  # tp -> next offset to process
+
+    def batch(self, batch: Sequence[EventT]) -> None:
+        for item in batch:
+            self.positions[item.message.tp] = item.message.offset + 1
+        self.refresh()
+
+    def refresh(self) -> None:
+        assigned = set(self.app.consumer.assignment())
+        for tp in list(self.positions):
+            labels = (tp.topic, str(tp.partition), self.consumer)
+            if tp not in assigned:
+                del self.positions[tp]
+                with contextlib.suppress(KeyError):
+                    metrics.CONSUMER_LAG.remove(*labels)
+                continue
+            highwater = self.app.consumer.highwater(tp)
+            if highwater is not None:
+                metrics.CONSUMER_LAG.labels(*labels).set(max(0, highwater - self.positions[tp]))
 
 
 def run_worker(settings: Settings, ranker: Ranker, *, loglevel: str = "info") -> None:
     """Run the worker until SIGINT/SIGTERM (blocking)."""
     from faust.worker import Worker
 
-    metrics.serve(settings.metrics_port)
+    metrics.serve(settings.metrics_port, settings.metrics_host)
     app = build_app(settings, ranker)
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

@@ -98,6 +98,16 @@ def _binary(name: str) -> str:
     return path
 
 
+def _port_outside(taken: set[int]) -> int:
+    """A free port that is not one of ``taken`` (free_port() may hand out a port of the metrics
+    block, since nothing listens there yet)."""
+    while True:
+        port = free_port()
+        if port not in taken:
+            taken.add(port)
+            return port
+
+
 def _metrics_port_block() -> int:
     """A base port with every process's /metrics port (base + offset) free."""
     for _ in range(50):
@@ -237,11 +247,13 @@ def observed(live_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
     _binary("prometheus")
     home = tmp_path_factory.mktemp("observability")
     base = _metrics_port_block()
+    block = {base + offset for offset in PROCESS_PORT_OFFSETS.values()}
+    api_port, prometheus_port = (_port_outside(block) for _ in range(2))
     settings = live_stack.settings(
         home=home,
         metrics_port=base,
-        api={"port": free_port()},
-        stack={"prometheus_port": free_port()},
+        api={"port": api_port},
+        stack={"prometheus_port": prometheus_port},
     )
     create_topics(settings)
     prometheus = PrometheusComponent(settings, interval="1s")
