@@ -197,6 +197,9 @@ class OnlineSettings(BaseModel):
     new_item_min_events: int = Field(
         3, ge=1, description="Events a new item needs before it is recommended."
     )
+    context_len: int = Field(
+        50, ge=1, description="Newest history items the fine-tuner scores and trains on."
+    )
 
 
 class ApiSettings(BaseModel):

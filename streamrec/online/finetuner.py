@@ -109,6 +109,7 @@ class FineTuner:
             reservoir_size=self.online.replay_reservoir,
             window=self.online.window,
             new_item_min_events=self.online.new_item_min_events,
+            context_len=self.online.context_len,
         )
         learner = OnlineLearner(served.model, served.vocab, config, serving_version=version)
         current = self.state_dir / "CURRENT"

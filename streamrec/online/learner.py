@@ -51,6 +51,8 @@ class LearnerConfig:
     window: int = 5000  # rolling prequential window
     new_item_min_events: int = 3
     exclude_seen: bool = True
+    #: Newest items per history used online (scoring and training); None = the model's max_len.
+    context_len: int | None = None
     seed: int = 0
 
 
@@ -84,6 +86,9 @@ class OnlineLearner:
         self.candidate = copy.deepcopy(serving)
         self.candidate.train()
         self.offline_n_items = int(serving.n_items)
+        self.context_len = min(
+            self.config.context_len or serving.config.max_len, serving.config.max_len
+        )
         self.histories: OrderedDict[str, list[int]] = OrderedDict()
         self.buffer = ReplayBuffer(
             self.config.recent_size, self.config.reservoir_size, self.config.seed
@@ -105,7 +110,7 @@ class OnlineLearner:
         self, events: Sequence[tuple[str, str]], arrival_times: Sequence[float] | None = None
     ) -> Observation:
         """Test-then-remember a batch of ``(user_id, item_id)`` in stream order."""
-        max_len = self.serving.config.max_len
+        max_len = self.context_len
         histories: list[list[int]] = []
         targets: list[int] = []
         provisional: dict[str, int] = {}  # new item -> the index the vocabulary will give it
@@ -147,7 +152,7 @@ class OnlineLearner:
 
     def seed_histories(self, histories: dict[str, list[str]]) -> None:
         """Start users from known histories (item ids oldest first; unknown ids skipped)."""
-        max_len = self.serving.config.max_len
+        max_len = self.context_len
         for user, items in histories.items():
             encoded = self.vocab.encode(items)[-max_len:]
             if encoded:
@@ -156,7 +161,7 @@ class OnlineLearner:
     def _remember(self, user: str, index: int) -> None:
         history = self.histories.pop(user, [])
         history.append(index)
-        del history[: -self.serving.config.max_len]
+        del history[: -self.context_len]
         self.histories[user] = history  # most recently active last
         while len(self.histories) > self.config.max_users:
             self.histories.popitem(last=False)
@@ -205,8 +210,12 @@ class OnlineLearner:
         losses = []
         for _ in range(steps or self.config.steps_per_round):
             batch = self.buffer.sample(self.config.batch_size, self.config.recent_share)
-            item_seq = left_pad([example[:-1] for example in batch], self.candidate.config.max_len)
-            target_seq = left_pad([example[1:] for example in batch], self.candidate.config.max_len)
+            # Next-item loss at the last position only: each example is one streamed event
+            # (older positions come back through the reservoir), and the full softmax costs
+            # positions x catalogue, so this is ~context_len times cheaper than every position.
+            item_seq = left_pad([example[:-1] for example in batch], self.context_len)
+            target_seq = torch.zeros_like(item_seq)  # [batch, L], 0 = no target
+            target_seq[:, -1] = torch.tensor([example[-1] for example in batch])
             loss = sequence_loss(
                 self.candidate,
                 item_seq.to(self.candidate.device),
