@@ -75,6 +75,15 @@ def _settings() -> Settings:
     return settings
 
 
+def _serve_metrics(settings: Settings, process: str) -> None:
+    """/metrics of this process on metrics_port + its offset (nothing when metrics_port is 0)."""
+    from streamrec import metrics
+
+    if settings.metrics_port:
+        port = settings.metrics_port + metrics.PROCESS_PORT_OFFSETS[process]
+        metrics.serve(port, settings.metrics_host)
+
+
 def _fail(exc: Exception) -> typer.Exit:
     console.print(f"[bold red]error:[/] {exc}")
     return typer.Exit(code=1)
@@ -291,7 +300,6 @@ def api(
     """Serve the HTTP API (recommendations, forget-user, health)."""
     import uvicorn
 
-    from streamrec import metrics
     from streamrec.serving.api import create_app
     from streamrec.serving.factory import build_ranker
 
@@ -300,9 +308,7 @@ def api(
         ranker = build_ranker(settings)
     except StreamrecError as exc:
         raise _fail(exc) from exc
-    if settings.metrics_port:
-        metrics_port = settings.metrics_port + metrics.PROCESS_PORT_OFFSETS["api"]
-        metrics.serve(metrics_port, settings.metrics_host)
+    _serve_metrics(settings, "api")
     uvicorn.run(
         create_app(settings, ranker),
         host=host or settings.api.host,
@@ -342,7 +348,6 @@ def finetune(
     ] = None,
 ) -> None:
     """Fine-tune the promoted model from the event stream; promote/roll back under a guard."""
-    from streamrec import metrics
     from streamrec.online.finetuner import FineTuner
 
     settings = _settings()
@@ -350,9 +355,7 @@ def finetune(
         tuner = FineTuner(settings)
     except StreamrecError as exc:
         raise _fail(exc) from exc
-    if settings.metrics_port:
-        metrics_port = settings.metrics_port + metrics.PROCESS_PORT_OFFSETS["finetune"]
-        metrics.serve(metrics_port, settings.metrics_host)
+    _serve_metrics(settings, "finetune")
     try:
         tuner.run(max_events=max_events, idle_timeout_s=idle_timeout)
     except KeyboardInterrupt:

@@ -132,26 +132,8 @@ async def _handle(
         try:
             event = decode_event(message.value, max_bytes=settings.stream.max_event_bytes)
         except InvalidEvent as exc:
-            letter = DeadLetter.of(
-                exc,
-                value=message.value,
-                key=message.key,
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                consumer=consumer_name,
-                headers=list(_headers(message.headers)),
-            )
-            out.produce(topics.dead_letters, letter.value, letter.key, letter.headers())
+            _dead_letter(out, settings, exc, message)
             metrics.EVENTS_INVALID.labels(exc.reason, consumer_name).inc()
-            metrics.DEAD_LETTERS.labels(exc.reason).inc()
-            log.warning(
-                "dead-lettered %s[%d]@%d: %s",
-                message.topic,
-                message.partition,
-                message.offset,
-                exc,
-            )
             continue
         metrics.EVENTS_CONSUMED.labels(event.type.value, consumer_name).inc()
         valid.append(event)
@@ -206,25 +188,33 @@ async def _process(
         except StateError:
             raise
         except Exception as exc:
-            message = sources[event.event_id]
             error = InvalidEvent("processing_failed", f"{type(exc).__name__}: {exc}")
-            letter = DeadLetter.of(
-                error,
-                value=message.value,
-                key=message.key,
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                consumer=settings.stream.app_id,
-            )
-            out.produce(settings.topics.dead_letters, letter.value, letter.key, letter.headers())
-            metrics.DEAD_LETTERS.labels(error.reason).inc()
+            _dead_letter(out, settings, error, sources[event.event_id])
             continue
         result.recommendations += single.recommendations
         result.rewards += single.rewards
         result.applied += single.applied
         result.duplicates += single.duplicates
     return result
+
+
+def _dead_letter(out: BatchProducer, settings: Settings, error: InvalidEvent, message: Any) -> None:
+    """The record as it came, with the reason, to the dead-letter topic (sent with the batch)."""
+    letter = DeadLetter.of(
+        error,
+        value=message.value,
+        key=message.key,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        consumer=settings.stream.app_id,
+        headers=list(_headers(message.headers)),
+    )
+    out.produce(settings.topics.dead_letters, letter.value, letter.key, letter.headers())
+    metrics.DEAD_LETTERS.labels(error.reason).inc()
+    log.warning(
+        "dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, error
+    )
 
 
 def _headers(headers: Any) -> Any:
