@@ -124,8 +124,14 @@ def offline_config(
     settings.validate()
     register_env(ENV_NAME, make_env)
     config: AlgorithmConfig = BCConfig() if algorithm == "bc" else MARWILConfig()
+    spaces_of = make_env(settings.env_config)
     config = (
-        config.environment(ENV_NAME, env_config=settings.env_config)
+        config.environment(
+            ENV_NAME,
+            env_config=settings.env_config,
+            observation_space=spaces_of.observation_space,
+            action_space=spaces_of.action_space,
+        )
         .framework("torch")
         .env_runners(num_env_runners=0)
         .learners(num_learners=0)

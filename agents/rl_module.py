@@ -12,8 +12,10 @@ serves the value-function API. :func:`scorer_of` returns the plain-torch network
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
@@ -21,7 +23,7 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 
 from agents.policy import CandidateScorer, ScorerConfig
 
-__all__ = ["CandidateScoringRLModule", "scorer_of"]
+__all__ = ["CandidateScoringRLModule", "scorer_from_weights", "scorer_of"]
 
 
 class CandidateScoringRLModule(TorchRLModule, ValueFunctionAPI):
@@ -59,6 +61,22 @@ class CandidateScoringRLModule(TorchRLModule, ValueFunctionAPI):
             return embeddings
         _, values = self.scorer.logits_and_value(*self._inputs(batch))
         return values  # [batch]
+
+
+def scorer_from_weights(weights: Mapping[str, Any], hidden: int) -> CandidateScorer:
+    """Rebuild the scorer from a module state dict (e.g. ``learner_group.get_weights()``)."""
+    state = {
+        name.removeprefix("scorer."): torch.as_tensor(np.asarray(value))
+        for name, value in weights.items()
+        if name.startswith("scorer.")
+    }
+    n_features = int(state["encoder.0.weight"].shape[1])
+    n_context = int(state["value_head.0.weight"].shape[1]) - hidden
+    scorer = CandidateScorer(
+        ScorerConfig(hidden=hidden, n_features=n_features - n_context, n_context=n_context)
+    )
+    scorer.load_state_dict(state)
+    return scorer.eval()
 
 
 def scorer_of(module: Any) -> CandidateScorer:

@@ -118,16 +118,19 @@ def make_env(env_config: Mapping[str, Any] | None = None) -> SessionEnv:
     """An environment from an RLlib ``env_config``.
 
     Keys: ``sim_dir`` (a prepared simulator directory) or ``synthetic: True`` (tiny random
-    world, ``synthetic_seed``); ``mode`` (``session``/``bandit``), ``n_candidates``,
-    ``slate_size``, ``horizon``, ``users`` (list of user indices), ``params`` (overrides of
-    :class:`ResponseParams` fields).
+    world, ``synthetic_seed``, ``synthetic_noise``); ``mode`` (``session``/``bandit``),
+    ``n_candidates``, ``slate_size``, ``horizon``, ``users`` (list of user indices),
+    ``params`` (overrides of :class:`ResponseParams` fields).
     """
     env_config = dict(env_config or {})
     if env_config.get("synthetic"):
         from agents.envs.synthetic import synthetic_world
 
         source: CandidateSource
-        data, source = synthetic_world(seed=int(env_config.get("synthetic_seed", 0)))
+        data, source = synthetic_world(
+            seed=int(env_config.get("synthetic_seed", 0)),
+            noise=float(env_config.get("synthetic_noise", 0.6)),
+        )
         params = ResponseParams(
             click_intercept=-1.0, click_slope=3.0, patience_alpha=2.0, patience_beta=12.0
         )

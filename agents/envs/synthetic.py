@@ -41,7 +41,7 @@ class EmbeddingCandidates:
 
 
 def synthetic_world(
-    n_items: int = 80, n_users: int = 40, dim: int = 8, seed: int = 0
+    n_items: int = 80, n_users: int = 40, dim: int = 8, seed: int = 0, noise: float = 0.6
 ) -> tuple[SimulatorData, EmbeddingCandidates]:
     rng = np.random.default_rng(seed)
     factors = rng.normal(size=(n_items + 1, dim))
@@ -69,5 +69,5 @@ def synthetic_world(
         item_popularity=popularity,
         session_lengths=np.minimum(rng.geometric(0.15, size=500), 60),
     )
-    noisy = factors + 0.6 * rng.normal(size=factors.shape)
+    noisy = factors + noise * rng.normal(size=factors.shape)
     return data, EmbeddingCandidates(noisy)
