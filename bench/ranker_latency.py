@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -83,6 +84,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    load_at_start = round(os.getloadavg()[0], 2)  # the machine may be shared: record it
     rng = np.random.default_rng(0)
     repeats = {1: 200, 64: 30, 256: 10}
     rows: list[dict[str, Any]] = []
@@ -122,6 +124,8 @@ def main() -> None:
         "catalogue_items": args.items,
         "k": args.k,
         "note": "end-to-end SequenceRanker.rank on CPU, seen items masked, no explanations",
+        "load_average_1m_at_start": load_at_start,
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         "results": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)
