@@ -21,7 +21,8 @@ Session state the policy uses, read from :class:`RankContext.extra` when the cal
 / so far in the session, repeats allowed), ``page`` (pages shown so far), ``clicks_last_page``,
 ``clicks`` (session total). The newest history items play the role of the session's clicks.
 Candidates the policy has no vector for are appended after the policy's page in the candidate
-ranker's order, with propensity 1 only when there is no exploration.
+ranker's order (propensity 1: given the page above, their placement is deterministic). One
+batched forward pass scores every request of a :meth:`PolicyRanker.rank` call.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,18 @@ from streamrec.serving.ranker import History, RankContext, Ranked, Ranker
 __all__ = ["PolicyRanker"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One request's policy inputs and how its pool maps back to the candidate list."""
+
+    features: np.ndarray  # [n_slots, N_FEATURES]
+    session: np.ndarray  # [N_CONTEXT]
+    mask: np.ndarray  # [n_slots]
+    pool: np.ndarray  # [n_pool] policy item rows
+    positions: list[int]  # index in the candidate list of each pool item
+    unknown: list[int]  # candidate-list indices the policy has no vector for
 
 
 def _ids(value: str | None) -> list[str]:
@@ -91,31 +105,46 @@ class PolicyRanker:
     def rank(
         self, histories: Sequence[History], contexts: Sequence[RankContext], k: int
     ) -> list[Ranked]:
+        """Candidates for the whole batch, one batched policy forward, then a page each."""
         proposals = self.candidates.rank(histories, contexts, self.n_candidates)
-        return [
-            self._rerank(
-                history, contexts[row] if row < len(contexts) else RankContext(), ranked, k
-            )
+        prepared = [
+            self._prepare(history, _context(contexts, row), ranked)
             for row, (history, ranked) in enumerate(zip(histories, proposals, strict=True))
         ]
+        scored = [p for p in prepared if p is not None]
+        all_logits = (
+            self.policy.logits(
+                np.stack([p.features for p in scored]),
+                np.stack([p.session for p in scored]),
+                np.stack([p.mask for p in scored]),
+            )
+            if scored
+            else np.zeros((0, self.policy.n_slots))
+        )  # [n_scored, n_slots]
+        results: list[Ranked] = []
+        next_row = 0
+        for request, ranked in zip(prepared, proposals, strict=True):
+            if request is None:
+                results.append(_truncate(ranked, k))
+                continue
+            results.append(self._page(request, ranked, all_logits[next_row], k))
+            next_row += 1
+        return results
 
     # -- one request ------------------------------------------------------------------------
     def _rows_of(self, item_ids: Sequence[str]) -> list[int]:
         return [row for row in (self._rows.get(item_id) for item_id in item_ids) if row]
 
-    def _rerank(self, history: History, context: RankContext, ranked: Ranked, k: int) -> Ranked:
-        known = [
-            (i, self._rows[item]) for i, item in enumerate(ranked.item_ids) if item in self._rows
-        ]
-        unknown = [i for i, item in enumerate(ranked.item_ids) if item not in self._rows]
+    def _prepare(self, history: History, context: RankContext, ranked: Ranked) -> _Request | None:
+        rows = self._rows
+        known = [(i, rows[item]) for i, item in enumerate(ranked.item_ids) if item in rows]
         if not known:
-            return ranked if len(ranked.item_ids) <= k else _truncate(ranked, k)
+            return None
         positions = [i for i, _ in known][: self.policy.n_slots]
         pool = np.array([row for _, row in known][: self.policy.n_slots], dtype=np.int64)
         scores = np.array([ranked.scores[i] for i in positions], dtype=np.float64)
         extra = context.extra
         shown = self._rows_of(_ids(extra.get("shown")))
-        times_shown = [shown.count(int(row)) for row in pool]
         items = self.policy.items
         features, mask = candidate_features(
             pool,
@@ -126,25 +155,29 @@ class PolicyRanker:
             quality=items.quality,
             last_page=self._rows_of(_ids(extra.get("last_page"))),
             recent=self._rows_of(list(history.items)[-10:]),
-            times_shown=times_shown,
+            times_shown=[shown.count(int(row)) for row in pool],
         )
-        page = int(extra.get("page", "0") or 0)
         session = session_context(
-            page,
+            int(extra.get("page", "0") or 0),
             self.policy.horizon,
             int(extra.get("clicks_last_page", "0") or 0),
             int(extra.get("clicks", "0") or 0),
             self.policy.slate_size,
             0.0,
         )
-        logits = self.policy.logits(features, session, mask)[: len(pool)].astype(np.float64)
+        unknown = [i for i, item in enumerate(ranked.item_ids) if item not in rows]
+        return _Request(features, session, mask, pool, positions, unknown)
+
+    def _page(self, request: _Request, ranked: Ranked, logits: np.ndarray, k: int) -> Ranked:
+        pool = request.pool
+        logits = logits[: len(pool)].astype(np.float64)
         chosen, propensities = self._build_page(logits, pool, min(k, len(pool)))
-        item_ids = [ranked.item_ids[positions[c]] for c in chosen]
+        item_ids = [ranked.item_ids[request.positions[c]] for c in chosen]
         out_scores = [float(logits[c]) for c in chosen]
-        for i in unknown[: max(k - len(item_ids), 0)]:
+        for i in request.unknown[: max(k - len(item_ids), 0)]:
             item_ids.append(ranked.item_ids[i])
             out_scores.append(float("-inf"))
-            propensities.append(1.0 if self._deterministic else 0.0)
+            propensities.append(1.0)  # appended deterministically after the sampled page
         return Ranked(item_ids=item_ids, scores=out_scores, propensities=propensities)
 
     @property
@@ -186,6 +219,8 @@ def _context(contexts: Sequence[RankContext], row: int) -> RankContext:
 
 
 def _truncate(ranked: Ranked, k: int) -> Ranked:
+    if len(ranked.item_ids) <= k:
+        return ranked
     return Ranked(
         item_ids=ranked.item_ids[:k],
         scores=ranked.scores[:k],

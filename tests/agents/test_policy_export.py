@@ -44,8 +44,15 @@ def test_round_trip_gives_identical_logits_and_item_table(tmp_path) -> None:
     env = make_env({"synthetic": True, "n_candidates": 10})
     observation, _ = env.reset(seed=0)
     scorer = _trained_looking_scorer().eval()
-    export_policy(tmp_path, scorer, _table(env), n_slots=10, slate_size=3, horizon=30,
-                  meta={"algorithm": "test"})
+    export_policy(
+        tmp_path,
+        scorer,
+        _table(env),
+        n_slots=10,
+        slate_size=3,
+        horizon=30,
+        meta={"algorithm": "test"},
+    )
     loaded = load_policy(tmp_path)
     with torch.no_grad():
         expected = scorer.logits(
@@ -53,8 +60,9 @@ def test_round_trip_gives_identical_logits_and_item_table(tmp_path) -> None:
             torch.as_tensor(observation["context"])[None],
             torch.as_tensor(observation["action_mask"])[None],
         )[0].numpy()
-    got = loaded.logits(observation["candidates"], observation["context"],
-                        observation["action_mask"])
+    got = loaded.logits(
+        observation["candidates"], observation["context"], observation["action_mask"]
+    )
     np.testing.assert_array_equal(got, expected)
     assert loaded.items.item_ids == list(env.data.vocab.ids)
     np.testing.assert_array_equal(loaded.items.vectors, env.source.item_vectors())
