@@ -49,3 +49,30 @@ def test_trained_policy_beats_random_in_the_tiny_env(trained) -> None:
     difference = learned.returns - baseline.returns  # paired: same users, same seeds
     stderr = difference.std(ddof=1) / np.sqrt(len(difference))
     assert difference.mean() > 2 * stderr, (learned.summary(), baseline.summary())
+
+
+def test_cli_export_from_the_rllib_checkpoint_matches_the_training_export(
+    trained, tmp_path
+) -> None:
+    from typer.testing import CliRunner
+
+    from agents.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "export",
+            "--checkpoint",
+            str(trained.checkpoint_dir),
+            "--out",
+            str(tmp_path / "p"),
+            "--synthetic",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    env = make_env(ENV)
+    observation, _ = env.reset(seed=0)
+    args = (observation["candidates"], observation["context"], observation["action_mask"])
+    np.testing.assert_allclose(
+        load_policy(tmp_path / "p").logits(*args), load_policy(trained.policy_dir).logits(*args)
+    )
