@@ -217,16 +217,20 @@ class FineTuner:
 
     # -- versions --------------------------------------------------------------------------
     def review(self) -> Decision:
-        """Promote the candidate, roll back the serving version, or keep things as they are."""
+        """Judge the last promotion (roll back or confirm), else consider promoting."""
         learner = self.learner
-        rollback = self.guard.should_roll_back(learner.serving_metrics)
-        if rollback.action == "rollback":
-            restored = self.registry.rollback()
-            learner.adopt_serving(self.registry.load(restored).model, restored)
-            self.guard.rolled_back()
-            metrics.MODEL_ROLLBACKS.inc()
-            self._log(rollback, restored)
-            return rollback
+        if learner.previous is not None:
+            verdict = self.guard.judge(learner.since_promotion, learner.previous_metrics)
+            if verdict.action == "rollback":
+                previous = learner.previous
+                restored = self.registry.rollback()
+                learner.adopt_serving(previous, restored)
+                metrics.MODEL_ROLLBACKS.inc()
+                self._log(verdict, restored)
+            elif verdict.action == "confirm":
+                learner.end_shadow()
+                self._log(verdict, learner.serving_version)
+            return verdict
         decision = self.guard.should_promote(learner.candidate_metrics, learner.serving_metrics)
         if decision.action != "promote":
             return decision
@@ -248,8 +252,7 @@ class FineTuner:
             },
         )
         self.registry.promote(version)
-        self.guard.promoted(decision)
-        learner.adopt_serving(exported, version)
+        learner.adopt_serving(exported, version, shadow=True)
         freshness = self.freshness.promoted(self.clock())
         metrics.MODEL_PROMOTIONS.inc()
         self._log(decision, version, freshness_s=freshness)

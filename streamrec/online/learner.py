@@ -85,6 +85,11 @@ class OnlineLearner:
         self.serving.eval()
         self.candidate = copy.deepcopy(serving)
         self.candidate.train()
+        #: The version replaced by the last promotion, scored alongside until the verdict.
+        self.previous: SequenceModel | None = None
+        self.previous_version: str | None = None
+        self.previous_metrics = RollingMetrics(self.config.window)
+        self.since_promotion = RollingMetrics(self.config.window)
         self.offline_n_items = int(serving.n_items)
         self.context_len = min(
             self.config.context_len or serving.config.max_len, serving.config.max_len
@@ -135,6 +140,14 @@ class OnlineLearner:
         )
         self.serving_metrics.add(serving_ranks)
         self.candidate_metrics.add(candidate_ranks)
+        if self.previous is not None:
+            # Shadow the version that was replaced, on the same events, until the verdict.
+            self.previous_metrics.add(
+                rank_targets(
+                    self.previous, histories, targets, exclude_seen=self.config.exclude_seen
+                )
+            )
+            self.since_promotion.add(serving_ranks)
         new_items = list(provisional)
         if new_items:
             self._grow(new_items)
@@ -244,12 +257,22 @@ class OnlineLearner:
         exported.eval()
         return exported
 
-    def adopt_serving(self, model: SequenceModel, version: str) -> None:
-        """The registry now serves ``model`` (after a promotion or a rollback)."""
+    def adopt_serving(self, model: SequenceModel, version: str, *, shadow: bool = False) -> None:
+        """The registry now serves ``model``. With ``shadow`` (after a promotion) the replaced
+        version keeps being scored on the same events until :meth:`end_shadow`."""
+        if shadow:
+            self.previous, self.previous_version = self.serving, self.serving_version
+            self.previous_metrics = RollingMetrics(self.config.window)
+            self.since_promotion = RollingMetrics(self.config.window)
+        else:
+            self.end_shadow()
         self.serving = model
         self.serving.eval()
         self.serving_version = version
         self.serving_metrics = RollingMetrics(self.config.window)
+
+    def end_shadow(self) -> None:
+        self.previous, self.previous_version = None, None
 
     def state(self) -> dict[str, Any]:
         return {

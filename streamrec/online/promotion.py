@@ -3,8 +3,10 @@
 * **Promote** a candidate only when, on the recent prequential window (events each model ranked
   *before* it was trained on them, so a true holdout), its NDCG@10 beats the serving version's
   by ``margin`` (relative) over at least ``min_events`` events.
-* **Roll back** a promoted version when, after ``min_events`` of its own, its rolling NDCG@10
-  falls below what the previous version had when it was replaced, by more than ``margin``.
+* **Roll back** a promoted version when, on the ``min_events`` events after its promotion, its
+  NDCG@10 is below the replaced version's *on the same events* (the replaced version is kept
+  and scored in the shadow until the verdict) by more than ``margin``; otherwise confirm it.
+  Comparing on the same events keeps drift in the stream from passing for a regression.
 
 Every decision is logged with the numbers that justified it and returned as a record that the
 fine-tuner writes to ``promotions.jsonl`` beside the registry.
@@ -26,7 +28,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Decision:
-    action: str  # promote | rollback | keep
+    action: str  # promote | rollback | confirm | keep
     reason: str
     candidate_ndcg: float
     serving_ndcg: float
@@ -41,8 +43,6 @@ class PromotionGuard:
     def __init__(self, *, margin: float = 0.01, min_events: int = 500) -> None:
         self.margin = margin
         self.min_events = min_events
-        #: NDCG of the version that was replaced at the last promotion (rollback reference).
-        self.previous_ndcg: float | None = None
 
     def should_promote(self, candidate: RollingMetrics, serving: RollingMetrics) -> Decision:
         events = min(len(candidate), len(serving))
@@ -71,29 +71,33 @@ class PromotionGuard:
             time.time(),
         )
 
-    def promoted(self, decision: Decision) -> None:
-        self.previous_ndcg = decision.serving_ndcg
-
-    def should_roll_back(self, serving: RollingMetrics) -> Decision:
-        current = serving.ndcg
-        reference = self.previous_ndcg
-        if reference is None or len(serving) < self.min_events:
+    def judge(self, promoted: RollingMetrics, previous: RollingMetrics) -> Decision:
+        """Verdict on a promotion, from both versions' ranks of the *same* events since then:
+        ``rollback`` if the new one is worse by more than ``margin``, ``confirm`` once
+        ``min_events`` show it is not, else ``keep`` (still watching)."""
+        events = min(len(promoted), len(previous))
+        new, old = promoted.ndcg, previous.ndcg
+        if events < self.min_events:
             return Decision(
-                "keep", "no promotion to judge yet", current, current, len(serving), time.time()
+                "keep", f"judging: {events} events so far", new, old, events, time.time()
             )
-        if current < reference * (1.0 - self.margin):
+        if new < old * (1.0 - self.margin):
             decision = Decision(
                 "rollback",
-                f"serving NDCG@10 {current:.4f} < previous version's {reference:.4f} "
-                f"x (1 - {self.margin})",
-                current,
-                reference,
-                len(serving),
+                f"promoted NDCG@10 {new:.4f} < previous version's {old:.4f} x (1 - {self.margin})"
+                " on the same events",
+                new,
+                old,
+                events,
                 time.time(),
             )
-            log.warning("rollback: %s over %d events", decision.reason, len(serving))
+            log.warning("rollback: %s over %d events", decision.reason, events)
             return decision
-        return Decision("keep", "serving holds up", current, reference, len(serving), time.time())
-
-    def rolled_back(self) -> None:
-        self.previous_ndcg = None
+        return Decision(
+            "confirm",
+            f"promoted NDCG@10 {new:.4f} >= previous {old:.4f} x (1 - {self.margin})",
+            new,
+            old,
+            events,
+            time.time(),
+        )

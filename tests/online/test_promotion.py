@@ -25,15 +25,13 @@ def test_guard_refuses_a_worse_or_equal_candidate_and_too_little_evidence() -> N
     assert PromotionGuard(min_events=11).should_promote(good, bad).action == "keep"
 
 
-def test_guard_rolls_back_only_after_a_drop_below_the_previous_version() -> None:
+def test_guard_judges_a_promotion_on_the_same_events() -> None:
     guard = PromotionGuard(margin=0.05, min_events=4)
-    assert guard.should_roll_back(_metrics([50] * 4)).action == "keep"  # nothing promoted
-    promotion = guard.should_promote(_metrics([0] * 4), _metrics([1] * 4))
-    guard.promoted(promotion)
-    assert guard.should_roll_back(_metrics([1] * 4)).action == "keep"
-    decision = guard.should_roll_back(_metrics([1, 50, 50, 50]))
+    assert guard.judge(_metrics([0] * 3), _metrics([0] * 3)).action == "keep"  # too early
+    assert guard.judge(_metrics([1] * 4), _metrics([1] * 4)).action == "confirm"
+    decision = guard.judge(_metrics([1, 50, 50, 50]), _metrics([1] * 4))
     assert decision.action == "rollback"
-    assert "previous version" in decision.reason
+    assert "same events" in decision.reason
 
 
 def _tuner(tmp_path: Path, registry: ModelRegistry) -> FineTuner:
@@ -58,15 +56,29 @@ def test_review_promotes_through_the_registry_then_rolls_back(
     second = registry.current()
     assert second != first and learner.serving_version == second
     assert registry.load(second).meta["parent"] == first
-    # The new version does worse than the one it replaced: roll back to it.
-    learner.serving_metrics.add([40] * 30)
+    assert learner.previous_version == first  # the replaced version is shadowed
+    # On the events after the promotion the new version does worse: roll back to the old one.
+    learner.since_promotion.add([40] * 30)
+    learner.previous_metrics.add([1] * 30)
     decision = tuner.review()
     assert decision.action == "rollback"
     assert registry.current() == first
-    assert learner.serving_version == first
+    assert learner.serving_version == first and learner.previous is None
     log = (registry.root / "promotions.jsonl").read_text().splitlines()
-    assert [line.count('"action": "promote"') for line in log] == [1, 0]
-    assert '"action": "rollback"' in log[1] and "candidate_ndcg" in log[1]
+    assert '"action": "promote"' in log[0]
+    assert '"action": "rollback"' in log[1] and "same events" in log[1]
+
+
+def test_review_confirms_a_promotion_that_holds_up(tmp_path: Path, registry: ModelRegistry) -> None:
+    tuner = _tuner(tmp_path, registry)
+    tuner.learner.candidate_metrics.add([0] * 30)
+    tuner.learner.serving_metrics.add([5] * 30)
+    assert tuner.review().action == "promote"
+    promoted = registry.current()
+    tuner.learner.since_promotion.add([2] * 30)
+    tuner.learner.previous_metrics.add([2] * 30)
+    assert tuner.review().action == "confirm"
+    assert registry.current() == promoted and tuner.learner.previous is None
 
 
 def test_review_refuses_a_worse_candidate(tmp_path: Path, registry: ModelRegistry) -> None:
