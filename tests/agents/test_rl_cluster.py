@@ -14,6 +14,7 @@ def test_ppo_iteration_on_a_two_node_cluster(tmp_path) -> None:
     from agents.config import RLSettings
     from agents.train import train_ppo
 
+    ray.shutdown()  # a local instance from an earlier test would be reused otherwise
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)
     try:
