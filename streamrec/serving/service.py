@@ -49,7 +49,6 @@ class Recommender:
         # (hour, device) -> (fetched at, list): popularity moves slowly (half-life of hours), so
         # a snapshot at most `popular_refresh_s` old saves a Redis read per batch.
         self._popular: dict[Context, tuple[float, list[tuple[str, float]]]] = {}
-        self._popular_full: dict[Context, int] = {}
         # Model rankers run in a thread so the event loop keeps serving Kafka/HTTP meanwhile.
         self.offload = ranker.name != "popularity" if offload is None else offload
 
@@ -80,20 +79,22 @@ class Recommender:
         now = time.monotonic()
         needed = [(None, None), *dict.fromkeys(contexts)]
         size = -(-wanted // 128) * 128  # round up so small changes in `wanted` reuse the cache
-        stale = [
-            ctx
-            for ctx in needed
-            if ctx not in self._popular
-            or now - self._popular[ctx][0] > self.popular_refresh_s
-            or len(self._popular[ctx][1]) < min(size, self._popular_full.get(ctx, size))
-        ]
+        stale = [ctx for ctx in needed if not self._fresh(ctx, now, size)]
         if stale:
             fresh = await self.state.popular_many(size, stale)
             for ctx, rows in fresh.items():
                 self._popular[ctx] = (now, rows)
-                # A list shorter than asked for is the whole catalogue for that context.
-                self._popular_full[ctx] = len(rows) if len(rows) < size else size
         return {ctx: self._popular[ctx][1] for ctx in needed}
+
+    def _fresh(self, ctx: Context, now: float, size: int) -> bool:
+        """A cached list serves while young and full. A list shorter than asked for holds the
+        context's whole catalogue, which is still growing (a new or small deployment) and cheap
+        to read, so it is read again on every batch rather than served stale."""
+        cached = self._popular.get(ctx)
+        if cached is None:
+            return False
+        fetched_at, rows = cached
+        return now - fetched_at <= self.popular_refresh_s and len(rows) >= size
 
     def record(self, request: Request, ranked: Ranked) -> Recommendation:
         # One validation call for the record and its items (pydantic-core, in Rust).

@@ -1,0 +1,88 @@
+"""The recommender's snapshot of popular items, against real Redis: a short (still growing)
+list is read again on every batch, a full one is served from the snapshot until it ages out."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from streamrec.config import Settings
+from streamrec.events import parse_event
+from streamrec.serving.popularity import PopularityRanker
+from streamrec.serving.ranker import History
+from streamrec.serving.service import Recommender, Request
+from streamrec.state.store import StateStore
+
+pytestmark = pytest.mark.integration
+
+
+def _clicks(prefix: str, items: range) -> list[object]:
+    return [
+        parse_event(
+            {
+                "event_id": f"{prefix}-{item}",
+                "user_id": f"{prefix}-u{item}",
+                "session_id": f"{prefix}-s{item}",
+                "item_id": f"{prefix}-i{item}",
+                "type": "click",
+                "timestamp": 1_700_000_000 + item,
+            }
+        )
+        for item in items
+    ]
+
+
+def _request() -> Request:
+    return Request(History([], user_id="someone", session_id="fresh"))
+
+
+def test_short_popular_list_is_reread_every_batch(stack_settings: Settings) -> None:
+    async def scenario() -> tuple[int, int]:
+        state = StateStore.from_settings(stack_settings.redis)
+        recommender = Recommender(state, PopularityRanker(), popular_refresh_s=3600.0)
+        try:
+            await state.apply(_clicks("short", range(3)), attribute=set())
+            first = (await recommender.rank([_request()], k=10))[0]
+            await state.apply(_clicks("short", range(3, 20)), attribute=set())
+            second = (await recommender.rank([_request()], k=10))[0]
+        finally:
+            await state.close()
+        return len(first.item_ids), len(second.item_ids)
+
+    first, second = asyncio.run(scenario())
+    assert first == 3
+    assert second == 10, "a catalogue smaller than the snapshot must not be served stale"
+
+
+def test_full_popular_list_is_served_from_the_snapshot(stack_settings: Settings) -> None:
+    async def scenario() -> tuple[list[str], list[str], list[str]]:
+        state = StateStore.from_settings(stack_settings.redis)
+        recommender = Recommender(state, PopularityRanker(), popular_refresh_s=1.0)
+        try:
+            await state.apply(_clicks("full", range(300)), attribute=set())
+            before = (await recommender.rank([_request()], k=5))[0].item_ids
+            # Make a brand-new item the most popular one.
+            hot = [
+                parse_event(
+                    {
+                        "event_id": f"hot-{n}",
+                        "user_id": f"hot-u{n}",
+                        "item_id": "full-hot",
+                        "type": "click",
+                        "timestamp": 1_700_000_400,
+                    }
+                )
+                for n in range(50)
+            ]
+            await state.apply(hot, attribute=set())
+            cached = (await recommender.rank([_request()], k=5))[0].item_ids
+            await asyncio.sleep(1.2)
+            refreshed = (await recommender.rank([_request()], k=5))[0].item_ids
+        finally:
+            await state.close()
+        return before, cached, refreshed
+
+    before, cached, refreshed = asyncio.run(scenario())
+    assert cached == before, "a full list younger than popular_refresh_s comes from the snapshot"
+    assert refreshed[0] == "full-hot"
