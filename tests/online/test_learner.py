@@ -88,3 +88,16 @@ def test_replay_buffer_mixes_recent_and_reservoir() -> None:
     clone = ReplayBuffer(4, 10)
     clone.load_state(buffer.state())
     assert clone.sample(8) == buffer.sample(8)
+
+
+def test_replay_buffer_draws_every_new_example_before_repeating() -> None:
+    buffer = ReplayBuffer(recent_size=8, reservoir_size=4, seed=3)
+    for n in range(6):
+        buffer.add([n, n + 1])
+    first = buffer.sample(4, recent_share=1.0)
+    assert [example[0] for example in first] == [0, 1, 2, 3]
+    second = buffer.sample(4, recent_share=1.0)
+    assert [example[0] for example in second[:2]] == [4, 5]  # the two not drawn yet
+    assert buffer.fresh == 0
+    buffer.add([6, 7])
+    assert buffer.sample(1, recent_share=1.0) == [(6, 7)]
