@@ -53,10 +53,14 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.0
-    #: ``constant``, or ``linear``: decay the lr linearly to ``min_lr_ratio * lr`` over the run
-    #: (over the time budget when one is set, else over ``epochs``).
+    #: ``constant``; ``linear``: decay the lr linearly to ``min_lr_ratio * lr`` over the run
+    #: (over the time budget when one is set, else over ``epochs``); ``plateau``: multiply it
+    #: by ``plateau_factor`` after ``plateau_patience`` epochs without a validation gain
+    #: (never below ``min_lr_ratio * lr``), so a run that stops improving refines instead.
     lr_schedule: str = "constant"
     min_lr_ratio: float = 0.1
+    plateau_patience: int = 2
+    plateau_factor: float = 0.5
     #: Epochs without a validation NDCG@k improvement before stopping.
     patience: int = 10
     seed: int = 42
@@ -112,10 +116,12 @@ def _seed_everything(seed: int) -> np.random.Generator:
 def _set_lr(
     optimizer: torch.optim.Optimizer, config: TrainConfig, epochs_done: float, elapsed: float
 ) -> None:
-    if config.lr_schedule == "constant":
+    if config.lr_schedule in ("constant", "plateau"):
         return
     if config.lr_schedule != "linear":
-        raise ModelError(f"lr_schedule must be constant or linear, not {config.lr_schedule!r}")
+        raise ModelError(
+            f"lr_schedule must be constant, linear or plateau, not {config.lr_schedule!r}"
+        )
     budget = config.time_budget_s
     progress = elapsed / budget if budget else epochs_done / config.epochs
     factor = 1.0 - (1.0 - config.min_lr_ratio) * min(max(progress, 0.0), 1.0)
@@ -139,6 +145,18 @@ def train(
         chosen = np.sort(rng.choice(data.n_users, config.val_users, replace=False))
         val_inputs, val_targets = [val_inputs[i] for i in chosen], val_targets[chosen]
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    _set_lr(optimizer, config, 0.0, 0.0)  # rejects an unknown schedule before any work
+    plateau = (
+        torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode="max",
+            factor=config.plateau_factor,
+            patience=config.plateau_patience,
+            min_lr=config.lr * config.min_lr_ratio,
+        )
+        if config.lr_schedule == "plateau"
+        else None
+    )
     scaler = torch.amp.GradScaler(
         "cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported()
     )
@@ -185,19 +203,23 @@ def train(
             model, val_inputs, val_targets, k=config.k, exclude_seen=config.exclude_seen
         )
         ndcg = validation.metrics[f"ndcg@{config.k}"]
+        if plateau is not None:
+            plateau.step(ndcg)
         row = {
             "epoch": float(epoch),
+            "lr": float(optimizer.param_groups[0]["lr"]),
             "loss": float(np.mean(losses)) if losses else float("nan"),
             "seconds": time.monotonic() - started,
             **{f"val_{name}": value for name, value in validation.metrics.items()},
         }
         history.append(row)
         logger.info(
-            "epoch %d loss %.4f val ndcg@%d %.4f (%.0fs)",
+            "epoch %d loss %.4f val ndcg@%d %.4f lr %.2g (%.0fs)",
             epoch,
             row["loss"],
             config.k,
             ndcg,
+            row["lr"],
             row["seconds"],
         )
         if ndcg > best_ndcg:

@@ -145,3 +145,31 @@ def test_cli_train_evaluate_registry(tmp_path: Path, ml1m_slice: pd.DataFrame) -
     )
     failed = runner.invoke(app, ["registry", "promote", "v0099", "--registry", str(registry)])
     assert failed.exit_code == 1 and "no version" in failed.output
+
+
+def test_plateau_schedule_lowers_the_lr_when_validation_stalls(slice_data: SequenceData) -> None:
+    # An lr far too small to move validation NDCG: every epoch after the first is a stall.
+    config = TrainConfig(
+        model="sasrec",
+        epochs=5,
+        batch_size=32,
+        lr=1e-6,
+        lr_schedule="plateau",
+        plateau_patience=1,
+        min_lr_ratio=0.3,
+        patience=10,
+        num_threads=1,
+        progress=False,
+        model_params={"max_len": 20, "hidden": 16, "n_layers": 1},
+    )
+    result = train(config, data=slice_data.subset(60))
+    lrs = [row["lr"] for row in result.history]
+    assert lrs[:2] == [pytest.approx(1e-6)] * 2
+    assert lrs[2] == pytest.approx(5e-7)  # halved after two epochs without a gain
+    assert lrs[3] == pytest.approx(5e-7)  # the count of stalled epochs starts again
+    assert lrs[4] == pytest.approx(3e-7)  # and the lr never goes below min_lr_ratio * lr
+
+
+def test_unknown_lr_schedule_is_refused(slice_data: SequenceData) -> None:
+    with pytest.raises(Exception, match="lr_schedule must be"):
+        train(TrainConfig(lr_schedule="cosine", progress=False), data=slice_data.subset(20))
