@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from itertools import islice
 from collections.abc import Sequence
+from itertools import islice
 from typing import Any
 
 __all__ = ["ReplayBuffer"]
