@@ -13,6 +13,7 @@ import json
 import logging
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,93 @@ def write_results(results: dict[str, Any], out_dir: Path) -> None:
     (out_dir / "quality.md").write_text("\n".join(lines) + "\n")
 
 
+def _run_model(name: str, data: Any, args: argparse.Namespace) -> dict[str, Any]:
+    started = time.monotonic()
+    if name == "popularity":
+        test_inputs, test_targets = data.test_split()
+        evaluation = evaluate_popularity(test_inputs, test_inputs, test_targets, data.vocab.size)
+        row: dict[str, Any] = {**evaluation.metrics, "train_seconds": 0.0}
+    else:
+        recipe = RECIPES[name]
+        options = {
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "lr_schedule": args.lr_schedule,
+            "patience": args.patience,
+            **recipe["train"],
+        }
+        config = TrainConfig(
+            model=name,  # type: ignore[arg-type]
+            seed=args.seed,
+            time_budget_s=args.time_budget,
+            num_threads=args.threads,
+            progress=False,
+            model_params=recipe["model_params"],
+            **options,
+        )
+        result = train(config, data=data, out_dir=args.checkpoints / name)
+        row = {
+            **result.test.metrics,
+            "train_seconds": round(result.train_seconds, 1),
+            "best_epoch": result.best_epoch,
+            "epochs": len(result.history),
+            "validation_ndcg@10": result.validation.metrics["ndcg@10"],
+            "config": result.model.config.to_dict(),
+            "train_options": options,
+        }
+    row["wall_seconds"] = round(time.monotonic() - started, 1)
+    return row
+
+
+def _run_in_processes(models: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """Each model in a child run of this script (its own results dir), ``--jobs`` at a time."""
+    threads = max(1, args.threads // args.jobs)
+    rows: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="quality-") as tmp:
+        pending = list(models)
+        running: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+        while pending or running:
+            while pending and len(running) < args.jobs:
+                name = pending.pop(0)
+                out = Path(tmp) / name
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--models",
+                    name,
+                    "--threads",
+                    str(threads),
+                    "--out",
+                    str(out),
+                    *_passthrough(args),
+                ]
+                running.append((name, subprocess.Popen(command), out))
+            for entry in list(running):
+                name, process, out = entry
+                if process.poll() is None:
+                    continue
+                running.remove(entry)
+                if process.returncode != 0:
+                    raise SystemExit(f"{name}: exited with {process.returncode}")
+                rows[name] = json.loads((out / "quality.json").read_text())["models"][name]
+            time.sleep(1.0)
+    return {name: rows[name] for name in models}
+
+
+def _passthrough(args: argparse.Namespace) -> list[str]:
+    return [
+        f"--time-budget={args.time_budget}",
+        f"--epochs={args.epochs}",
+        f"--patience={args.patience}",
+        f"--lr={args.lr}",
+        f"--batch-size={args.batch_size}",
+        f"--lr-schedule={args.lr_schedule}",
+        f"--seed={args.seed}",
+        f"--checkpoints={args.checkpoints}",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", default="popularity,sasrec,gru4rec")
@@ -120,7 +208,14 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3, help="lr of models whose recipe has none")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr-schedule", default="plateau")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads in all")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="Train the models in this many processes at once, splitting --threads among them "
+        "(2 jobs of 1 thread beat 1 job of 2 threads run twice on a 2-core box).",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--checkpoints", type=Path, default=ROOT / ".streamrec" / "bench")
@@ -151,45 +246,14 @@ def main() -> None:
         },
         "models": {},
     }
-    for name in args.models.split(","):
-        started = time.monotonic()
-        if name == "popularity":
-            test_inputs, test_targets = data.test_split()
-            evaluation = evaluate_popularity(
-                test_inputs, test_inputs, test_targets, data.vocab.size
-            )
-            row: dict[str, Any] = {**evaluation.metrics, "train_seconds": 0.0}
-        else:
-            recipe = RECIPES[name]
-            options = {
-                "epochs": args.epochs,
-                "batch_size": args.batch_size,
-                "lr": args.lr,
-                "lr_schedule": args.lr_schedule,
-                "patience": args.patience,
-                **recipe["train"],
-            }
-            config = TrainConfig(
-                model=name,  # type: ignore[arg-type]
-                seed=args.seed,
-                time_budget_s=args.time_budget,
-                num_threads=args.threads,
-                progress=False,
-                model_params=recipe["model_params"],
-                **options,
-            )
-            result = train(config, data=data, out_dir=args.checkpoints / name)
-            row = {
-                **result.test.metrics,
-                "train_seconds": round(result.train_seconds, 1),
-                "best_epoch": result.best_epoch,
-                "epochs": len(result.history),
-                "validation_ndcg@10": result.validation.metrics["ndcg@10"],
-                "config": result.model.config.to_dict(),
-                "train_options": options,
-            }
-        row["wall_seconds"] = round(time.monotonic() - started, 1)
-        results["models"][name] = row
+    models = args.models.split(",")
+    if args.jobs > 1 and len(models) > 1:
+        results["models"] = _run_in_processes(models, args)
+        results["settings"]["threads"] = f"{max(1, args.threads // args.jobs)} per model"
+        results["settings"]["jobs"] = args.jobs
+        write_results(results, args.out)
+    for name in models if args.jobs <= 1 or len(models) == 1 else []:
+        results["models"][name] = _run_model(name, data, args)
         write_results(results, args.out)
     summary = " ".join(
         f"{name}: ndcg@10={row['ndcg@10']:.4f} recall@10={row['recall@10']:.4f}"
