@@ -270,6 +270,11 @@ def main() -> None:
     parser.add_argument("--promote-every", type=float, default=15.0)
     parser.add_argument("--limit", type=int, default=None, help="stream at most N events")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "online.json")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="keep the parts of an existing results file that this run does not measure",
+    )
     args = parser.parse_args()
     frame = load_movielens_1m()
     results: dict[str, Any] = {}
@@ -279,7 +284,10 @@ def main() -> None:
     ):
         for part in args.parts.split(","):
             cut = 0.8 if part == "drift" else 0.3
-            results[part] = run_part(part, base, frame, cut, args)
+            results[part] = {"commit": git_commit(), **run_part(part, base, frame, cut, args)}
+    if args.update and args.out.is_file():
+        kept = json.loads(args.out.read_text()).get("parts", {})
+        results = {**{name: part for name, part in kept.items() if name not in results}, **results}
     drift = results.get("drift", {})
     items = results.get("new-items", {})
     summary = {

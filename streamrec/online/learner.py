@@ -41,8 +41,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LearnerConfig:
-    lr: float = 5e-4
-    batch_size: int = 64
+    #: One streamed event is one target, against thousands per offline step: a small lr and
+    #: a larger batch keep the gradient noise from undoing the offline model.
+    lr: float = 1e-4
+    batch_size: int = 256
     steps_per_round: int = 4
     recent_share: float = 0.5
     recent_size: int = 4096
