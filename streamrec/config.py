@@ -162,7 +162,22 @@ class StreamSettings(BaseModel):
         default_factory=lambda: {"click": 1.0, "add_to_cart": 3.0, "purchase": 10.0},
         description="Reward by event type for an attributed event.",
     )
-    ranker: str = Field("popularity", description="Ranker name (popularity, model).")
+    ranker: str = Field("popularity", description="Ranker name (popularity, model, policy).")
+    policy_path: Path | None = Field(
+        None, description="Exported RL policy (`streamrec agent export`) for ranker=policy."
+    )
+    policy_candidates: str = Field(
+        "model", description="Ranker whose top candidates the policy re-ranks (model, popularity)."
+    )
+    policy_temperature: float = Field(
+        1.0, ge=0, description="Softmax temperature of the policy's page (0 = greedy)."
+    )
+    policy_epsilon: float = Field(
+        0.0, ge=0, le=1, description="Share of uniform exploration mixed into the policy."
+    )
+    policy_diversity: float = Field(
+        0.0, ge=0, description="Penalty on similarity to items already on the page."
+    )
     popular_refresh_s: float = Field(
         1.0, ge=0, description="Max age of the in-process snapshot of popular items."
     )

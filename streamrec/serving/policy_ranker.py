@@ -94,6 +94,9 @@ class PolicyRanker:
         kwargs.setdefault("version", Path(path).name)
         return cls(candidates, policy, **kwargs)  # type: ignore[arg-type]
 
+    #: The ``policy`` label of its recommendations, rewards and metrics.
+    policy_name = "rl"
+
     @property
     def name(self) -> str:
         return f"rl-policy({self.candidates.name})"
@@ -171,14 +174,16 @@ class PolicyRanker:
     def _page(self, request: _Request, ranked: Ranked, logits: np.ndarray, k: int) -> Ranked:
         pool = request.pool
         logits = logits[: len(pool)].astype(np.float64)
-        chosen, propensities = self._build_page(logits, pool, min(k, len(pool)))
+        chosen, propensities, explored = self._build_page(logits, pool, min(k, len(pool)))
         item_ids = [ranked.item_ids[request.positions[c]] for c in chosen]
         out_scores = [float(logits[c]) for c in chosen]
         for i in request.unknown[: max(k - len(item_ids), 0)]:
             item_ids.append(ranked.item_ids[i])
             out_scores.append(float("-inf"))
             propensities.append(1.0)  # appended deterministically after the sampled page
-        return Ranked(item_ids=item_ids, scores=out_scores, propensities=propensities)
+        return Ranked(
+            item_ids=item_ids, scores=out_scores, propensities=propensities, explored=explored
+        )
 
     @property
     def _deterministic(self) -> bool:
@@ -186,12 +191,15 @@ class PolicyRanker:
 
     def _build_page(
         self, logits: np.ndarray, pool: np.ndarray, k: int
-    ) -> tuple[list[int], list[float]]:
+    ) -> tuple[list[int], list[float], bool]:
+        """Positions of the page, each one's propensity, and whether any pick was not the
+        greedy one (the highest adjusted score) at its step."""
         vectors = self.policy.items.vectors[pool]  # [n, dim]
         remaining = np.ones(len(pool), dtype=bool)
         penalty = np.zeros(len(pool))
         chosen: list[int] = []
         propensities: list[float] = []
+        explored = False
         for _ in range(k):
             adjusted = np.where(remaining, logits - self.diversity * penalty, -np.inf)
             if self.temperature > 0:
@@ -206,12 +214,13 @@ class PolicyRanker:
             else:
                 with self._lock:
                     pick = int(self._rng.choice(len(pool), p=probs))
+            explored = explored or adjusted[pick] < adjusted.max()
             chosen.append(pick)
             propensities.append(float(probs[pick]))
             remaining[pick] = False
             similarity = vectors @ vectors[pick]
             penalty = np.maximum(penalty, similarity) if chosen[:-1] else similarity
-        return chosen, propensities
+        return chosen, propensities, bool(explored)
 
 
 def _context(contexts: Sequence[RankContext], row: int) -> RankContext:
@@ -226,4 +235,5 @@ def _truncate(ranked: Ranked, k: int) -> Ranked:
         scores=ranked.scores[:k],
         explanations=ranked.explanations[:k] if ranked.explanations else None,
         propensities=ranked.propensities[:k] if ranked.propensities else None,
+        explored=ranked.explored,
     )

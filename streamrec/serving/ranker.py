@@ -50,6 +50,8 @@ class Ranked:
     explanations: list[list[str]] | None = None
     #: Per item, the probability the (stochastic) policy put it there (optional).
     propensities: list[float] | None = None
+    #: The policy placed some item other than its greedy choice (exploration).
+    explored: bool = False
 
 
 @runtime_checkable

@@ -38,13 +38,14 @@ class Recommender:
         state: StateStore,
         ranker: Ranker,
         *,
-        policy: str = "greedy",
+        policy: str | None = None,
         offload: bool | None = None,
         popular_refresh_s: float = 1.0,
     ) -> None:
         self.state = state
         self.ranker = ranker
-        self.policy = policy
+        #: ``policy`` label of the records: the ranker's ``policy_name`` if it has one.
+        self.policy = policy or str(getattr(ranker, "policy_name", "greedy"))
         self.popular_refresh_s = popular_refresh_s
         # (hour, device) -> (fetched at, list): popularity moves slowly (half-life of hours), so
         # a snapshot at most `popular_refresh_s` old saves a Redis read per batch.

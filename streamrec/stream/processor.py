@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,47 @@ class BatchResult:
     duplicates: int = 0
 
 
+class PolicyStats:
+    """Per policy, over this process's last ``window_s`` seconds: the share of recommendations
+    in which the policy explored, and the reward attributed per recommendation. Exported as
+    ``streamrec_policy_exploration_rate`` and ``streamrec_policy_reward_mean``."""
+
+    def __init__(self, window_s: float = 300.0) -> None:
+        self.window_s = window_s
+        # (monotonic time, policy, recommendations, explored, reward value), one per batch
+        self._buckets: deque[tuple[float, str, int, int, float]] = deque()
+        self._exported: set[str] = set()
+
+    def add(
+        self, policy: str, recommendations: int, explored: int, reward: float, now: float
+    ) -> None:
+        self._buckets.append((now, policy, recommendations, explored, reward))
+
+    def export(self, now: float) -> dict[str, tuple[float, float]]:
+        """Set the gauges; returns ``{policy: (exploration rate, reward mean)}``."""
+        while self._buckets and now - self._buckets[0][0] > self.window_s:
+            self._buckets.popleft()
+        totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+        for _, policy, recommendations, explored, reward in self._buckets:
+            total = totals[policy]
+            total[0] += recommendations
+            total[1] += explored
+            total[2] += reward
+        out = {
+            policy: (explored / recs, reward / recs)
+            for policy, (recs, explored, reward) in totals.items()
+            if recs > 0
+        }
+        for policy, (rate, mean) in out.items():
+            metrics.POLICY_EXPLORATION_RATE.labels(policy).set(rate)
+            metrics.POLICY_REWARD_MEAN.labels(policy).set(mean)
+        for policy in self._exported - set(out):  # nothing recommended in the window
+            metrics.POLICY_EXPLORATION_RATE.remove(policy)
+            metrics.POLICY_REWARD_MEAN.remove(policy)
+        self._exported = set(out)
+        return out
+
+
 class BatchProcessor:
     def __init__(
         self, state: StateStore, recommender: Recommender, settings: StreamSettings
@@ -46,6 +88,7 @@ class BatchProcessor:
         self.settings = settings
         self._trigger = set(settings.recommend_on)
         self._reward_types = set(settings.reward_values)
+        self.policy_stats = PolicyStats()
 
     async def process(self, events: Sequence[Any]) -> BatchResult:
         result = BatchResult()
@@ -81,10 +124,15 @@ class BatchProcessor:
                         event_time=event.ts,
                     )
                 )
+        rewards_by_policy: dict[str, float] = defaultdict(float)
+        for _, reward in result.rewards:
+            rewards_by_policy[reward.policy] += reward.reward
+        explored = 0
         if requests:
             ranked = await self.recommender.rank(requests, self.settings.top_k)
             shown_by_scope: dict[str, list[Shown]] = {}
             for request, ranking in zip(requests, ranked, strict=True):
+                explored += ranking.explored
                 record = self.recommender.record(request, ranking)
                 scope = request.history.session_id or request.history.user_id or ""
                 result.recommendations.append((scope, record))
@@ -103,6 +151,13 @@ class BatchProcessor:
                 metrics.IMPRESSIONS.labels(record.policy).inc(len(record.items))
                 metrics.RECOMMENDATIONS.labels("stream", record.policy).inc()
             await self.state.remember_shown_many(shown_by_scope)
+        now = time.monotonic()
+        policy = self.recommender.policy
+        earned = rewards_by_policy.pop(policy, 0.0)
+        self.policy_stats.add(policy, len(requests), explored, earned, now)
+        for other, value in rewards_by_policy.items():  # rewards for an earlier policy's lists
+            self.policy_stats.add(other, 0, 0, value, now)
+        self.policy_stats.export(now)
         metrics.BATCH_SIZE.observe(len(events))
         metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
         return result

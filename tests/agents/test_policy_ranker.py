@@ -108,3 +108,15 @@ def test_unknown_candidates_follow_the_policy_page_and_bad_knobs_are_refused() -
     assert ranked.item_ids[-1] == "unknown-item"
     with pytest.raises(ValueError):
         PolicyRanker(FixedRanker(), _policy(), epsilon=1.5)
+
+
+def test_explored_marks_pages_that_leave_the_greedy_choice() -> None:
+    greedy = PolicyRanker(FixedRanker(), _policy(), temperature=0.0, epsilon=0.0)
+    assert not any(_rank(greedy).explored for _ in range(20))
+    exploring = PolicyRanker(FixedRanker(), _policy(), temperature=0.0, epsilon=1.0, seed=1)
+    pages = [_rank(exploring) for _ in range(50)]
+    explored = [page for page in pages if page.explored]
+    assert explored
+    # A page is explored exactly when it differs from the greedy page.
+    assert all(page.explored == (page.item_ids != _rank(greedy).item_ids) for page in pages)
+    assert exploring.policy_name == "rl"

@@ -28,15 +28,7 @@ DOCKER_PROMETHEUS = ROOT / "dashboards" / "prometheus" / "prometheus.docker.yml"
 #: Metrics that no process emits yet, with who will. Panels and rules using them sit in the
 #: model/RL dashboards' "(needs ...)" rows; the integration test asserts their data only once
 #: a process sets them.
-DEFERRED_METRICS = {
-    "streamrec_finetune_loss": "the fine-tuner (streamrec/online), no CLI entry point yet",
-    "streamrec_online_ndcg_at_10": "the fine-tuner (streamrec/online), no CLI entry point yet",
-    "streamrec_online_hr_at_10": "the fine-tuner (streamrec/online), no CLI entry point yet",
-    "streamrec_model_promotions_total": "the fine-tuner (streamrec/online), no CLI entry point yet",
-    "streamrec_model_rollbacks_total": "the fine-tuner (streamrec/online), no CLI entry point yet",
-    "streamrec_policy_exploration_rate": "the RL agent (agents/), not written yet",
-    "streamrec_policy_reward_mean": "the RL agent (agents/), not written yet",
-}
+DEFERRED_METRICS: dict[str, str] = {}  # metric family -> the process that will emit it
 
 #: Grafana's built-in variables the dashboards may use (no templating variables of our own).
 GRAFANA_VARIABLES = ("$__rate_interval", "$__range", "$__interval")

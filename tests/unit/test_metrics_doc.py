@@ -1,4 +1,5 @@
-"""docs/metrics.md documents exactly the metrics, dashboard panels and rules that exist."""
+"""The README (metrics, dashboard panels) and docs/metrics.md (rules, alerts) document exactly
+the metrics, panels and rules that exist."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ from pathlib import Path
 from streamrec import metrics
 from tests.unit.test_dashboards import load_dashboards, load_rules, panels
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "metrics.md"
+README = ROOT / "README.md"
 
 
-def _section(title: str) -> str:
-    text = DOC.read_text()
+def _section(title: str, doc: Path = DOC) -> str:
+    text = doc.read_text()
     match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.M | re.S)
-    assert match, f"docs/metrics.md has no '## {title}' section"
+    assert match, f"{doc.name} has no '## {title}' section"
     return match.group(1)
 
 
@@ -36,7 +39,7 @@ def _code(cell: str) -> str:
 
 
 def test_metric_table_lists_exactly_the_metrics_in_all() -> None:
-    rows = [row for row in _rows(_section("Metrics")) if row[0] != "metric"]
+    rows = [row for row in _rows(_section("Metrics", README)) if row[0] != "metric"]
     documented = {_code(row[0]): row for row in rows}
     assert len(documented) == len(rows), "a metric is listed twice"
     defined = {metrics.exposed_name(metric): metric for metric in metrics.ALL}
@@ -50,7 +53,7 @@ def test_metric_table_lists_exactly_the_metrics_in_all() -> None:
 
 
 def test_panel_tables_list_every_panel_of_every_dashboard() -> None:
-    text = _section("Dashboards")
+    text = _section("Dashboards", README)
     documented = set()
     for block in re.split(r"^### ", text, flags=re.M)[1:]:
         heading, _, table = block.partition("\n")
