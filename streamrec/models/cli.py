@@ -55,8 +55,11 @@ def train_command(
     loss: Annotated[str, typer.Option(help="ce, gbce or bpr-max.")] = "ce",
     max_users: Annotated[int | None, typer.Option(help="Only the first N users.")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
-    lr: float = 1e-3,
-    batch_size: int = 128,
+    lr: Annotated[float | None, typer.Option(help="Default: the model's recipe.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Default: the recipe's (64).")] = None,
+    lr_schedule: Annotated[
+        str | None, typer.Option(help="constant, linear or plateau (default: plateau).")
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Checkpoint directory (default: <data dir>/checkpoints).")
     ] = None,
@@ -67,8 +70,9 @@ def train_command(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if model not in ("sasrec", "gru4rec"):
         raise typer.BadParameter("--model must be sasrec or gru4rec")
-    config = TrainConfig(
-        model=model,  # type: ignore[arg-type]
+    chosen = {"lr": lr, "batch_size": batch_size, "lr_schedule": lr_schedule}
+    config = TrainConfig.recipe(
+        model,  # type: ignore[arg-type]
         dataset=dataset,
         epochs=epochs,
         time_budget_s=time_budget,
@@ -76,8 +80,7 @@ def train_command(
         max_users=max_users,
         num_threads=threads,
         model_params={"loss": loss},
-        lr=lr,
-        batch_size=batch_size,
+        **{key: value for key, value in chosen.items() if value is not None},
     )
     out = out or get_settings().data_path / "checkpoints" / model
     try:
