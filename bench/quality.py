@@ -40,7 +40,8 @@ PROTOCOL = (
     "the whole catalogue (no sampled negatives), the user's already-seen items EXCLUDED from the "
     "ranking (filter_seen/filter_rated=True, as in the SASRec+ and gSASRec code the anchors come "
     "from); HR@10 = Recall@10 (one relevant item), NDCG@10, MRR@10, coverage@10 = share of the "
-    "catalogue in any top-10; CPU only, 2 threads, training time capped per model."
+    "catalogue in any top-10; CPU only (2 cores; with --jobs 2 the models train at once, one "
+    "thread each), training time capped per model."
 )
 
 #: Published ML-1M full-ranking results (NDCG@10, Recall@10) quoted by the issue.
