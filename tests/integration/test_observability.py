@@ -21,7 +21,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -47,7 +46,7 @@ from streamrec.events import Recommendation
 from streamrec.metrics import PROCESS_PORT_OFFSETS
 from streamrec.stack import free_port, port_is_free
 from streamrec.stack.prometheus import PrometheusComponent
-from tests.helpers import drain, metric_value, wait_for, worker_process
+from tests.helpers import drain, metric_value, stop_process, wait_for, worker_process
 from tests.malformed import MALFORMED
 from tests.unit.test_dashboards import (
     DOCKER_PROMETHEUS,
@@ -167,13 +166,7 @@ def _api_process(settings: Settings, port: int, log_path: Path) -> Iterator[str]
         wait_for(healthy, timeout=60)
         yield base
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
 
 
 def _round(settings: Settings, api: str, worker_port: int, round_: int) -> None:
@@ -255,13 +248,7 @@ def _finetune_process(settings: Settings, metrics_port: int, log_path: Path) -> 
         yield
         assert proc.poll() is None, f"finetune exited: {log_path.read_text()[-2000:]}"
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
 
 
 @pytest.fixture(scope="module")
