@@ -26,6 +26,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
 from streamrec.client import EventProducer, create_topics, topic_counts
 from streamrec.config import Settings, to_env
@@ -60,6 +61,30 @@ def _process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subpro
             proc.kill()
 
 
+def _retriable(exc: BaseException) -> bool:
+    """Kafka errors the broker says will pass (e.g. NOT_COORDINATOR while a fresh broker is
+    still loading the group coordinator)."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    if not isinstance(exc, KafkaException) or not exc.args:
+        return False
+    error = exc.args[0]
+    transient = {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+    }
+    return bool(error.retriable()) or error.code() in transient
+
+
+@retry(
+    retry=retry_if_exception(_retriable),
+    wait=wait_exponential(multiplier=0.2, max=5),
+    stop=stop_after_delay(60),
+    reraise=True,
+)
 def _committed_lag(settings: Settings) -> int:
     from confluent_kafka import Consumer, TopicPartition
 
