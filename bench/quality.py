@@ -242,9 +242,10 @@ def main() -> None:
         results["settings"]["threads"] = f"{max(1, args.threads // args.jobs)} per model"
         results["settings"]["jobs"] = args.jobs
         write_results(results, args.out)
-    for name in models if args.jobs <= 1 or len(models) == 1 else []:
-        results["models"][name] = _run_model(name, data, args)
-        write_results(results, args.out)
+    else:
+        for name in models:
+            results["models"][name] = _run_model(name, data, args)
+            write_results(results, args.out)
     summary = " ".join(
         f"{name}: ndcg@10={row['ndcg@10']:.4f} recall@10={row['recall@10']:.4f}"
         f" ({row['train_seconds']:.0f}s)"
