@@ -73,6 +73,13 @@ def train(
         Path | None, typer.Option("--input", help="Logged episodes (offline algorithms).")
     ] = None,
     beta: Annotated[float, typer.Option(help="MARWIL beta (0 = BC).")] = 1.0,
+    logged_by: Annotated[
+        Path | None,
+        typer.Option(
+            help="Exported policy that served the logs in --input (episodes from `collect`): "
+            "gives the spaces and the item table of the export; no simulator needed."
+        ),
+    ] = None,
     lr: float = 1e-3,
     seed: int = 0,
     ray_address: Annotated[
@@ -107,7 +114,9 @@ def train(
         from agents.offline import train_offline
 
         if input_path is None:
-            raise typer.BadParameter("offline algorithms need --input (see `log`)")
+            raise typer.BadParameter("offline algorithms need --input (see `log`, `collect`)")
+        from agents.policy import load_policy
+
         history = train_offline(
             settings,
             input_path,
@@ -116,6 +125,7 @@ def train(
             iterations=iterations,
             out_dir=out,
             ray_address=ray_address,
+            logged_by=load_policy(logged_by) if logged_by is not None else None,
         )
         typer.echo(json.dumps({"policy": str(out / "policy"), "last": history[-1]}))
     else:
@@ -142,6 +152,39 @@ def log(
     steps = log_sessions(config, logging_dist(epsilon=epsilon), sessions, seed=seed)
     write_episodes(to_episodes(steps, env.observation_space, env.action_space), out)
     typer.echo(json.dumps({"episodes": str(out), "steps": len(steps)}))
+
+
+@app.command()
+def collect(
+    out: Annotated[Path, typer.Option(help="Episodes directory.")] = Path(
+        ".streamrec/agents/collected"
+    ),
+    logged_by: Annotated[
+        Path | None, typer.Option(help="The served policy: check the logs fit it.")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to read each topic.")] = 60.0,
+) -> None:
+    """Episodes from the live system: the recommendations topic (the policy's logged decisions)
+    joined with the rewards topic, for `train --algo marwil|bc --input OUT --logged-by POLICY`."""
+    from agents.offline import collect_episodes
+    from agents.policy import load_policy
+    from streamrec.config import get_settings
+
+    settings = get_settings()
+    try:
+        summary = collect_episodes(
+            settings.kafka.bootstrap_servers,
+            settings.topics.recommendations,
+            settings.topics.rewards,
+            out,
+            logged_by=load_policy(logged_by) if logged_by is not None else None,
+            timeout_s=timeout,
+            kafka_config=settings.kafka.librdkafka(),
+        )
+    except (ValueError, TimeoutError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(json.dumps(summary))
 
 
 @app.command()

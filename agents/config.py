@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import gymnasium as gym
 import ray
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.rllib.algorithms.bc import BCConfig
@@ -119,20 +120,28 @@ def offline_config(
     *,
     algorithm: Literal["bc", "marwil"] = "marwil",
     beta: float = 1.0,
+    spaces: tuple[gym.Space, gym.Space] | None = None,
 ) -> AlgorithmConfig:
-    """BC (``beta = 0``) or MARWIL from episodes written by ``agents.offline``."""
+    """BC (``beta = 0``) or MARWIL from episodes written by ``agents.offline``.
+
+    ``spaces`` (observation, action): episodes logged by the live system, which need no
+    simulator; without it the spaces are those of the simulator of ``settings.env_config``.
+    """
     settings.validate()
-    register_env(ENV_NAME, make_env)
     config: AlgorithmConfig = BCConfig() if algorithm == "bc" else MARWILConfig()
-    spaces_of = make_env(settings.env_config)
-    config = (
-        config.environment(
+    if spaces is None:
+        register_env(ENV_NAME, make_env)
+        spaces_of = make_env(settings.env_config)
+        config = config.environment(
             ENV_NAME,
             env_config=settings.env_config,
             observation_space=spaces_of.observation_space,
             action_space=spaces_of.action_space,
         )
-        .framework("torch")
+    else:
+        config = config.environment(observation_space=spaces[0], action_space=spaces[1])
+    config = (
+        config.framework("torch")
         .env_runners(num_env_runners=0)
         .learners(num_learners=0)
         .rl_module(rl_module_spec=_module_spec(settings.hidden))

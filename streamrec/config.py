@@ -178,6 +178,11 @@ class StreamSettings(BaseModel):
     policy_diversity: float = Field(
         0.0, ge=0, description="Penalty on similarity to items already on the page."
     )
+    policy_log_decisions: bool = Field(
+        True,
+        description="Put the policy's observation and action in each recommendation record "
+        "(what `streamrec agent collect` turns into episodes for offline RL).",
+    )
     popular_refresh_s: float = Field(
         1.0, ge=0, description="Max age of the in-process snapshot of popular items."
     )

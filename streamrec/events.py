@@ -41,6 +41,7 @@ __all__ = [
     "Event",
     "EventContext",
     "EventType",
+    "PolicyDecision",
     "PurchaseEvent",
     "RatingEvent",
     "Recommendation",
@@ -210,6 +211,20 @@ class RecommendedItem(BaseModel):
     )
 
 
+class PolicyDecision(BaseModel):
+    """The observation a learned policy acted on and its action (offline RL from the logs)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    candidates: list[list[float]] = Field(
+        description="Feature rows of the real candidate slots, in the candidate ranker's order."
+    )
+    context: list[float] = Field(description="Session context features.")
+    n_slots: int = Field(ge=1, description="Slots of the policy's input (the rest are masked).")
+    action: int = Field(ge=0, description="Slot (index into candidates) put on top of the page.")
+    propensity: float = Field(gt=0, le=1, description="Probability of that action.")
+
+
 class Recommendation(BaseModel):
     """A ranked list published to the recommendations topic (and returned over HTTP)."""
 
@@ -225,6 +240,9 @@ class Recommendation(BaseModel):
     policy: str
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     event_time: datetime | None = Field(None, description="Time of the triggering event.")
+    decision: PolicyDecision | None = Field(
+        None, description="The RL policy's observation and action, when it logs them."
+    )
 
 
 class Reward(BaseModel):

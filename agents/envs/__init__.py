@@ -31,7 +31,7 @@ from agents.envs.candidates import (
 )
 from agents.envs.data import SimulatorData, build_simulator_data, load_simulator_data
 from agents.envs.response import ResponseParams
-from agents.envs.session_env import SessionEnv, SimConfig
+from agents.envs.session_env import SessionEnv, SimConfig, policy_spaces
 
 __all__ = [
     "ResponseParams",
@@ -40,6 +40,7 @@ __all__ = [
     "SimulatorData",
     "load_world",
     "make_env",
+    "policy_spaces",
     "prepare_simulator",
 ]
 

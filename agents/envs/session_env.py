@@ -43,9 +43,30 @@ from agents.policy import (
     session_context,
 )
 
-__all__ = ["CONTEXT", "FEATURES", "N_CONTEXT", "N_FEATURES", "SessionEnv", "SimConfig"]
+__all__ = [
+    "CONTEXT",
+    "FEATURES",
+    "N_CONTEXT",
+    "N_FEATURES",
+    "SessionEnv",
+    "SimConfig",
+    "policy_spaces",
+]
 
 logger = logging.getLogger(__name__)
+
+
+def policy_spaces(n_slots: int) -> tuple[gym.spaces.Dict, gym.spaces.Discrete]:
+    """Observation and action space of a policy with ``n_slots`` candidate slots (the
+    simulator's, and those of episodes built from the worker's logged decisions)."""
+    observation_space = gym.spaces.Dict(
+        {
+            "candidates": gym.spaces.Box(-10.0, 10.0, (n_slots, N_FEATURES), np.float32),
+            "context": gym.spaces.Box(-10.0, 10.0, (N_CONTEXT,), np.float32),
+            "action_mask": gym.spaces.Box(0.0, 1.0, (n_slots,), np.float32),
+        }
+    )
+    return observation_space, gym.spaces.Discrete(n_slots)
 
 
 @dataclass(frozen=True)
@@ -74,15 +95,7 @@ class SessionEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         self.source = candidates
         self.params = params
         self.config = config or SimConfig()
-        n = self.config.n_candidates
-        self.observation_space = gym.spaces.Dict(
-            {
-                "candidates": gym.spaces.Box(-10.0, 10.0, (n, N_FEATURES), np.float32),
-                "context": gym.spaces.Box(-10.0, 10.0, (N_CONTEXT,), np.float32),
-                "action_mask": gym.spaces.Box(0.0, 1.0, (n,), np.float32),
-            }
-        )
-        self.action_space = gym.spaces.Discrete(n)
+        self.observation_space, self.action_space = policy_spaces(self.config.n_candidates)
         self._policy_vectors = candidates.item_vectors()
         self._users = np.asarray(
             self.config.users if self.config.users is not None else range(data.n_users)

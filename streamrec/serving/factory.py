@@ -40,6 +40,7 @@ def build_ranker(settings: Settings, name: str | None = None) -> Ranker:
             temperature=stream.policy_temperature,
             epsilon=stream.policy_epsilon,
             diversity=stream.policy_diversity,
+            log_decisions=stream.policy_log_decisions,
         )
     if name == "popularity":
         return PopularityRanker()

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.policy import ExportedPolicy, candidate_features, load_policy, session_context
-from streamrec.serving.ranker import History, RankContext, Ranked, Ranker
+from streamrec.serving.ranker import Decision, History, RankContext, Ranked, Ranker
 
 __all__ = ["PolicyRanker"]
 
@@ -73,6 +73,7 @@ class PolicyRanker:
         diversity: float = 0.0,
         seed: int | None = None,
         version: str | None = None,
+        log_decisions: bool = True,
     ) -> None:
         if temperature < 0 or not 0.0 <= epsilon <= 1.0 or diversity < 0:
             raise ValueError("need temperature >= 0, 0 <= epsilon <= 1, diversity >= 0")
@@ -82,6 +83,7 @@ class PolicyRanker:
         self.temperature = temperature
         self.epsilon = epsilon
         self.diversity = diversity
+        self.log_decisions = log_decisions
         self._rows = policy.items.index()
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
@@ -181,8 +183,21 @@ class PolicyRanker:
             item_ids.append(ranked.item_ids[i])
             out_scores.append(float("-inf"))
             propensities.append(1.0)  # appended deterministically after the sampled page
+        decision = None
+        if self.log_decisions and chosen:
+            decision = Decision(
+                candidates=np.round(request.features[: len(pool)], 5).tolist(),
+                context=np.round(request.session, 5).tolist(),
+                n_slots=self.policy.n_slots,
+                action=chosen[0],
+                propensity=propensities[0],
+            )
         return Ranked(
-            item_ids=item_ids, scores=out_scores, propensities=propensities, explored=explored
+            item_ids=item_ids,
+            scores=out_scores,
+            propensities=propensities,
+            explored=explored,
+            decision=decision,
         )
 
     @property

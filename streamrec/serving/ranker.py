@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-__all__ = ["History", "RankContext", "Ranked", "Ranker"]
+__all__ = ["Decision", "History", "RankContext", "Ranked", "Ranker"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,22 @@ class RankContext:
 
 
 @dataclass(frozen=True, slots=True)
+class Decision:
+    """What a learned policy saw and chose, logged for offline RL (BC/MARWIL) and OPE.
+
+    ``candidates`` holds the feature rows of the real candidate slots only (the policy pads to
+    ``n_slots`` and masks the rest); ``action`` is the slot put on top of the page, chosen with
+    probability ``propensity``.
+    """
+
+    candidates: list[list[float]]
+    context: list[float]
+    n_slots: int
+    action: int
+    propensity: float
+
+
+@dataclass(frozen=True, slots=True)
 class Ranked:
     """Top-k for one request, best first."""
 
@@ -52,6 +68,8 @@ class Ranked:
     propensities: list[float] | None = None
     #: The policy placed some item other than its greedy choice (exploration).
     explored: bool = False
+    #: The policy's observation and action, when it logs them (offline RL from the stream).
+    decision: Decision | None = None
 
 
 @runtime_checkable

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 from streamrec import metrics
@@ -121,6 +121,7 @@ class Recommender:
                 "model_version": self.ranker.version,
                 "policy": self.policy,
                 "event_time": request.event_time,
+                "decision": asdict(ranked.decision) if ranked.decision else None,
             }
         )
 

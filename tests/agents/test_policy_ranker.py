@@ -120,3 +120,25 @@ def test_explored_marks_pages_that_leave_the_greedy_choice() -> None:
     # A page is explored exactly when it differs from the greedy page.
     assert all(page.explored == (page.item_ids != _rank(greedy).item_ids) for page in pages)
     assert exploring.policy_name == "rl"
+
+
+def test_each_page_logs_the_decision_the_policy_acted_on() -> None:
+    policy = _policy()
+    ranker = PolicyRanker(FixedRanker(), policy, temperature=1.0, epsilon=0.2, seed=1)
+    ranked = _rank(ranker)
+    decision = ranked.decision
+    assert decision is not None and ranked.propensities is not None
+    assert decision.n_slots == policy.n_slots
+    pool = [f"i{n}" for n in range(1, 12)]  # the candidates the policy knows (not i12, seen)
+    assert len(decision.candidates) == len(pool)
+    assert pool[decision.action] == ranked.item_ids[0]
+    assert decision.propensity == ranked.propensities[0]
+    # Replaying the logged observation through the policy gives the logits it acted on.
+    candidates = np.zeros((policy.n_slots, len(decision.candidates[0])), dtype=np.float32)
+    candidates[: len(pool)] = decision.candidates
+    mask = np.zeros(policy.n_slots, dtype=np.float32)
+    mask[: len(pool)] = 1
+    logits = policy.logits(candidates, np.asarray(decision.context, dtype=np.float32), mask)
+    assert logits[decision.action] == pytest.approx(ranked.scores[0], abs=1e-3)
+    quiet = PolicyRanker(FixedRanker(), policy, temperature=1.0, log_decisions=False, seed=1)
+    assert _rank(quiet).decision is None

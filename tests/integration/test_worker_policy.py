@@ -101,3 +101,100 @@ def test_policy_ranker_without_an_export_is_a_clear_error(
     )
     with pytest.raises(ConfigError, match="POLICY_PATH"):
         build_ranker(settings)
+
+
+@pytest.mark.slow
+def test_logged_decisions_and_rewards_from_the_topics_train_marwil(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    """The offline-RL loop on the real stack: the worker logs each page's decision, clicks on
+    shown items come back as rewards, `collect` joins both topics into episodes, MARWIL trains
+    on them and exports a policy the worker can serve."""
+    ray = pytest.importorskip("ray")
+    from agents.config import RLSettings
+    from agents.offline import collect_episodes, train_offline
+    from agents.policy import load_policy
+
+    policy_dir = _export(tmp_path / "policy")
+    settings = stack_settings.model_copy(
+        update={
+            "stream": stack_settings.stream.model_copy(
+                update={
+                    "ranker": "policy",
+                    "policy_path": policy_dir,
+                    "policy_candidates": "popularity",
+                    "policy_epsilon": 0.3,
+                }
+            )
+        }
+    )
+    views = [
+        {
+            "event_id": f"ol-{n}",
+            "user_id": f"ou{n % 8}",
+            "session_id": f"os{n % 8}",
+            "item_id": f"pi{1 + (n * 7) % N_ITEMS}",
+            "type": "view",
+            "timestamp": 1_700_000_000 + n,
+        }
+        for n in range(80)
+    ]
+    with worker_process(settings, tmp_path / "worker.log"):
+        with EventProducer(settings) as producer:
+            for event in views:
+                producer.send(event)
+        recs = [
+            Recommendation.model_validate_json(m.value())
+            for m in drain(settings, settings.topics.recommendations, len(views), timeout=90)
+        ]
+        logged = [rec for rec in recs if rec.decision is not None]
+        assert logged, "no recommendation carried the policy's decision"
+        for rec in logged:
+            assert rec.decision is not None
+            assert rec.decision.propensity == rec.items[0].propensity
+        # The newest page of each session: click its top item (a reward for that page).
+        newest = {rec.session_id: rec for rec in logged}
+        clicks = [
+            {
+                "event_id": f"olc-{n}",
+                "user_id": rec.user_id,
+                "session_id": rec.session_id,
+                "item_id": rec.items[0].item_id,
+                "type": "click",
+                "timestamp": 1_700_000_100 + n,
+            }
+            for n, rec in enumerate(newest.values())
+        ]
+        with EventProducer(settings) as producer:
+            for event in clicks:
+                producer.send(event)
+        assert len(drain(settings, settings.topics.rewards, len(clicks), timeout=60)) >= len(clicks)
+    summary = collect_episodes(
+        settings.kafka.bootstrap_servers,
+        settings.topics.recommendations,
+        settings.topics.rewards,
+        tmp_path / "episodes",
+        logged_by=load_policy(policy_dir),
+        kafka_config=settings.kafka.librdkafka(),
+    )
+    assert summary["sessions"] == len(newest)
+    assert summary["steps"] >= len(logged)  # the clicks triggered pages too
+    assert summary["rewarded_steps"] == len(clicks)
+    try:
+        history = train_offline(
+            RLSettings(
+                env_config={"synthetic": True}, train_batch_size=32, minibatch_size=32, hidden=8
+            ),
+            tmp_path / "episodes",
+            algorithm="marwil",
+            iterations=2,
+            out_dir=tmp_path / "marwil",
+            logged_by=load_policy(policy_dir),
+        )
+    finally:
+        ray.shutdown()
+    assert len(history) == 2 and all(np.isfinite(row["policy_loss"]) for row in history)
+    learned = load_policy(tmp_path / "marwil" / "policy")
+    served = load_policy(policy_dir)
+    assert learned.n_slots == served.n_slots and learned.items.item_ids == served.items.item_ids
+    np.testing.assert_array_equal(learned.items.vectors, served.items.vectors)
