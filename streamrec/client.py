@@ -12,7 +12,10 @@ Kafka) and keyed by session (else user) so a session stays ordered in one partit
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -32,6 +35,7 @@ __all__ = [
     "DeliveryStats",
     "EventConsumer",
     "EventProducer",
+    "OutputBatch",
     "RecommendationConsumer",
     "create_topics",
     "topic_counts",
@@ -375,12 +379,96 @@ def _header_pairs(headers: Any) -> list[tuple[str, bytes | None]]:
     return [(name, value.encode() if isinstance(value, str) else value) for name, value in items]
 
 
-class BatchProducer:
-    """Produce a batch of records and wait (asynchronously) until the broker has them all.
+class OutputBatch:
+    """The outputs of one input batch; :meth:`delivered` returns once the broker has
+    acknowledged every one of them (or raises :class:`DeliveryError`).
 
-    Used by the stream worker for its outputs: librdkafka batches and acknowledges in C, and
-    :meth:`flush` runs in a thread so the event loop keeps consuming meanwhile. A batch that is
-    not fully acknowledged raises :class:`DeliveryError`, so the caller never commits its input.
+    Created by :meth:`BatchProducer.batch`; produce with :meth:`produce`, then :meth:`seal`.
+    Delivery reports arrive on the producer's poll thread and resolve the batch on the event
+    loop, so the worker can process its next batch while this one is in flight.
+    """
+
+    def __init__(self, producer: Producer, loop: asyncio.AbstractEventLoop) -> None:
+        self._producer = producer
+        self._loop = loop
+        self._done: asyncio.Future[None] = loop.create_future()
+        self._lock = threading.Lock()
+        self._remaining = 0
+        self._sealed = False
+        self._errors: list[str] = []
+        self.count = 0
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        if self._sealed:
+            raise RuntimeError("produce on a sealed output batch")
+        with self._lock:
+            self._remaining += 1
+            self.count += 1
+        while True:
+            try:
+                self._producer.produce(
+                    topic,
+                    value=value,
+                    key=key,
+                    headers=headers,  # type: ignore[arg-type]
+                    on_delivery=self._report,
+                )
+                return
+            except BufferError:  # local queue full: let the poll thread drain reports
+                time.sleep(0.005)
+
+    def seal(self) -> OutputBatch:
+        """No more records: the batch resolves when the ones produced are acknowledged."""
+        with self._lock:
+            self._sealed = True
+            self._maybe_done()
+        return self
+
+    async def delivered(self, timeout: float = 60.0) -> None:
+        """Wait for every record of the (sealed) batch.
+
+        Raises:
+            DeliveryError: a record was refused, or not acknowledged within ``timeout``.
+        """
+        try:
+            await asyncio.wait_for(asyncio.shield(self._done), timeout)
+        except TimeoutError:
+            raise DeliveryError(
+                f"{self._remaining} of {self.count} records unacknowledged after {timeout}s"
+            ) from None
+        if self._errors:
+            raise DeliveryError(f"{len(self._errors)} records refused: {self._errors[:3]}")
+
+    def _report(self, err: KafkaError | None, msg: Message) -> None:
+        with self._lock:
+            self._remaining -= 1
+            if err is not None:
+                self._errors.append(f"{msg.topic()}: {err}")
+            self._maybe_done()
+
+    def _maybe_done(self) -> None:  # holds the lock
+        if self._sealed and self._remaining == 0:
+            self._loop.call_soon_threadsafe(_resolve, self._done)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class BatchProducer:
+    """The stream worker's output producer: idempotent, ``acks=all``, batched by librdkafka.
+
+    Each input batch gets an :class:`OutputBatch` (:meth:`batch`); a thread serves delivery
+    reports, so batches complete independently and the event loop never blocks on the broker.
+    A batch that is not fully acknowledged raises :class:`DeliveryError`, so the caller never
+    commits its input.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -393,42 +481,19 @@ class BatchProducer:
                 "compression.type": settings.kafka.producer_compression,
             }
         )
-        self._errors: list[str] = []
+        self._closed = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="streamrec-delivery", daemon=True)
+        self._poller.start()
 
-    def _report(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self._errors.append(f"{msg.topic()}: {err}")
+    def _poll(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.05)
 
-    def produce(
-        self,
-        topic: str,
-        value: bytes | None,
-        key: bytes | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> None:
-        while True:
-            try:
-                self._producer.produce(
-                    topic,
-                    value=value,
-                    key=key,
-                    headers=headers,  # type: ignore[arg-type]
-                    on_delivery=self._report,
-                )
-                break
-            except BufferError:
-                self._producer.poll(0.05)
-        self._producer.poll(0)
-
-    async def flush(self, timeout: float = 60.0) -> None:
-        import asyncio
-
-        remaining = await asyncio.to_thread(self._producer.flush, timeout)
-        errors, self._errors = self._errors, []
-        if remaining or errors:
-            raise DeliveryError(
-                f"{remaining} records unacknowledged after {timeout}s; errors: {errors[:3]}"
-            )
+    def batch(self) -> OutputBatch:
+        """A new output batch (call from the event loop that will await it)."""
+        return OutputBatch(self._producer, asyncio.get_running_loop())
 
     def close(self, timeout: float = 30.0) -> None:
         self._producer.flush(timeout)
+        self._closed.set()
+        self._poller.join(timeout=5)

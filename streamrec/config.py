@@ -154,6 +154,12 @@ class StreamSettings(BaseModel):
     top_k: int = Field(10, ge=1, le=500, description="Items per recommendation.")
     batch_size: int = Field(256, ge=1, description="Max events ranked in one micro-batch.")
     batch_max_wait_ms: int = Field(20, ge=0, description="Max wait to fill a micro-batch.")
+    max_inflight_batches: int = Field(
+        4,
+        ge=0,
+        description="Batches whose outputs may still be in flight to the broker while the next "
+        "one is processed (their inputs are acked only once delivered); 0 = wait every time.",
+    )
     max_event_bytes: int = Field(
         64 * 1024, ge=256, description="Larger payloads are dead-lettered."
     )
@@ -185,6 +191,15 @@ class StreamSettings(BaseModel):
     )
     popular_refresh_s: float = Field(
         1.0, ge=0, description="Max age of the in-process snapshot of popular items."
+    )
+    new_item_slots: int = Field(
+        1,
+        ge=0,
+        description="ranker=model: last positions of each list reserved for the best-scored "
+        "young new items (learned from the stream after the offline training); 0 = off.",
+    )
+    new_item_max_events: int = Field(
+        100, ge=1, description="A new item stops getting a reserved slot at this many events."
     )
 
 

@@ -55,6 +55,10 @@ def build_ranker(settings: Settings, name: str | None = None) -> Ranker:
                 "train one with `streamrec train --model sasrec --promote`"
             )
         return SequenceRanker.from_registry(
-            settings.registry_path, fallback=PopularityRanker(), check_interval_s=1.0
+            settings.registry_path,
+            fallback=PopularityRanker(),
+            check_interval_s=1.0,
+            new_item_slots=settings.stream.new_item_slots,
+            new_item_max_events=settings.stream.new_item_max_events,
         )
     raise ConfigError(f"unknown ranker {name!r}; choose one of: {', '.join(RANKERS)}")

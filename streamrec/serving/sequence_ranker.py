@@ -10,6 +10,14 @@
   one snapshot of the promoted model, so a hot reload never mixes versions inside a batch.
 * ``explain=True`` fills :attr:`Ranked.explanations`: per recommended item, the history items
   that contributed most (attention-weighted similarity for SASRec, similarity for GRU4Rec).
+* **New-item slots** (item cold start). A model fine-tuned from the stream knows items that
+  appeared after its offline training, but with a handful of events their scores rarely reach a
+  top-10, so they would collect no feedback and stay unknown. With ``new_item_slots = n`` the
+  last ``n`` positions of a list go to the *best-scored* (for this user) new items that are
+  ready (``new_item_min_events``) and still young (fewer than ``new_item_max_events`` events),
+  unless such an item already made the list on its own. The exploration is personalised (the
+  model's own ranking among new items) and ends by itself once an item has the data to compete.
+  Only versions written by the fine-tuner carry new items (``offline_n_items`` in their meta).
 """
 
 from __future__ import annotations
@@ -42,8 +50,15 @@ class SequenceRanker:
         explain: bool = False,
         explain_top_n: int = 3,
         batch_size: int = 256,
+        new_item_slots: int = 0,
+        new_item_max_events: int = 100,
     ) -> None:
+        if new_item_slots < 0 or new_item_max_events < 1:
+            raise ValueError("need new_item_slots >= 0 and new_item_max_events >= 1")
         self._source = source
+        self.new_item_slots = new_item_slots
+        self.new_item_max_events = new_item_max_events
+        self._young_cache: dict[str, torch.Tensor | None] = {}
         self.fallback = fallback
         self.explain = explain
         self.explain_top_n = explain_top_n
@@ -150,6 +165,46 @@ class SequenceRanker:
         self._blocked_cache = {snapshot.version: blocked}
         return blocked
 
+    def _young(self, snapshot: LoadedModel) -> torch.Tensor | None:
+        """Indices of new items that are ready to be shown and still young (see the module
+        docstring); None when the version has no new items."""
+        if snapshot.version in self._young_cache:
+            return self._young_cache[snapshot.version]
+        offline = snapshot.meta.get("offline_n_items")
+        needed = snapshot.meta.get("new_item_min_events")
+        young = None
+        if offline is not None and needed is not None and int(offline) < snapshot.model.n_items:
+            candidates = torch.arange(int(offline), snapshot.model.n_items)
+            counts = snapshot.model.item_popularity.detach().cpu()[candidates]
+            keep = (counts >= float(needed)) & (counts < float(self.new_item_max_events))
+            young = candidates[keep] if bool(keep.any()) else None
+        self._young_cache = {snapshot.version: young}
+        return young
+
+    def _with_new_items(
+        self,
+        snapshot: LoadedModel,
+        item_scores: torch.Tensor,
+        top_scores: torch.Tensor,
+        top_items: torch.Tensor,
+    ) -> None:
+        """Give the last ``new_item_slots`` positions to each row's best young new items that
+        are not on the list yet (in place). ``item_scores`` is already masked."""
+        young = self._young(snapshot)
+        width = top_items.shape[1]
+        if young is None or width == 0:
+            return
+        young = young.to(item_scores.device)
+        slots = min(self.new_item_slots, width, young.numel())
+        best_scores, best = torch.topk(item_scores[:, young], slots, dim=-1)  # [batch, slots]
+        best_items = young[best]
+        for slot in range(slots):
+            position = width - 1 - slot
+            candidate = best_items[:, slot]
+            fits = torch.isfinite(best_scores[:, slot]) & ~(top_items == candidate[:, None]).any(1)
+            top_items[fits, position] = candidate[fits]
+            top_scores[fits, position] = best_scores[fits, slot]
+
     def _rank_model(
         self,
         snapshot: LoadedModel,
@@ -167,6 +222,8 @@ class SequenceRanker:
             if blocked is not None and blocked.numel():
                 item_scores[:, blocked.to(item_scores.device)] = float("-inf")
             top_scores, top_items = torch.topk(item_scores, min(k, model.n_items - 1), dim=-1)
+            if self.new_item_slots:
+                self._with_new_items(snapshot, item_scores, top_scores, top_items)
             positions = (
                 model.explain(item_seq, top_items, self.explain_top_n)
                 if want_explanations

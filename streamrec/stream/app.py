@@ -1,11 +1,15 @@
 """The faust-streaming worker: a thin adapter around :class:`BatchProcessor`.
 
 decode/validate -> dead-letter the invalid -> process the batch -> publish recommendations and
-rewards -> wait for their delivery -> (faust) ack the input offsets.
+rewards -> (once the broker has them) ack the input events to faust, which commits.
 
-Input offsets are acknowledged only after the batch's outputs are acknowledged by the broker,
+Input events are acknowledged only after the batch's outputs are acknowledged by the broker,
 so a crash redelivers (at-least-once); state is idempotent by event_id, so every valid event
-is reflected exactly once in state.
+is reflected exactly once in state. Delivery is *pipelined*: batches are taken without
+auto-ack (``noack_take``), and while up to ``max_inflight_batches`` batches wait for their
+outputs' acknowledgements the next batch is already processed. Acks still happen in batch
+order, and state updates stay strictly sequential (one batch at a time), so per-session order
+holds.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import contextlib
 import logging
 import ssl
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,7 +34,7 @@ from tenacity import (
 )
 
 from streamrec import metrics
-from streamrec.client import BatchProducer
+from streamrec.client import BatchProducer, OutputBatch
 from streamrec.config import Settings
 from streamrec.deadletter import DeadLetter
 from streamrec.errors import InvalidEvent, StateError
@@ -106,13 +111,46 @@ def build_app(settings: Settings, ranker: Ranker) -> faust.App:
     @app.agent(events_topic)
     async def process_events(events: faust.StreamT) -> None:
         within = stream.batch_max_wait_ms / 1000
-        batches = events.take_events(stream.batch_size, within=within)  # type: ignore[attr-defined]
-        async for batch in batches:
-            while "processor" not in holder:  # pragma: no cover - start-up race
-                await asyncio.sleep(0.01)
-            await _handle(lag, batch, holder["processor"], settings, holder["out"])
+        batches = events.noack_take(stream.batch_size, within=within)  # type: ignore[attr-defined]
+        inflight: deque[asyncio.Future[None]] = deque()
+        try:
+            async for batch in batches:
+                while "processor" not in holder:  # pragma: no cover - start-up race
+                    await asyncio.sleep(0.01)
+                outputs, append_times = await _handle(
+                    lag, batch, holder["processor"], settings, holder["out"]
+                )
+                previous = inflight[-1] if inflight else None
+                inflight.append(
+                    asyncio.ensure_future(
+                        _acknowledge(events, batch, outputs, append_times, previous)
+                    )
+                )
+                while len(inflight) > stream.max_inflight_batches:
+                    await inflight.popleft()  # a DeliveryError crashes the agent, unacked
+        finally:
+            for task in inflight:  # stopping: acknowledge what was delivered, no more
+                task.cancel()
 
     return app
+
+
+async def _acknowledge(
+    events: faust.StreamT,
+    batch: Sequence[EventT],
+    outputs: OutputBatch,
+    append_times: dict[str, float],
+    previous: asyncio.Future[None] | None,
+) -> None:
+    """Once this batch's outputs are delivered (and the previous batch acked), ack its inputs."""
+    if previous is not None:
+        await previous
+    await outputs.delivered()
+    for event in batch:
+        await events.ack(event)
+    now = time.time()
+    for produced_at in append_times.values():
+        metrics.EVENT_TO_REC_SECONDS.observe(max(0.0, now - produced_at))
 
 
 async def _handle(
@@ -121,8 +159,11 @@ async def _handle(
     processor: BatchProcessor,
     settings: Settings,
     out: BatchProducer,
-) -> None:
+) -> tuple[OutputBatch, dict[str, float]]:
+    """Decode, process and produce one batch. Returns its (sealed) outputs and, per triggering
+    event with a recommendation, the event's append time (for the latency metric)."""
     topics = settings.topics
+    outputs = out.batch()
     valid = []
     append_times = {}
     sources = {}
@@ -132,7 +173,7 @@ async def _handle(
         try:
             event = decode_event(message.value, max_bytes=settings.stream.max_event_bytes)
         except InvalidEvent as exc:
-            _dead_letter(out, settings, exc, message)
+            _dead_letter(outputs, settings, exc, message)
             metrics.EVENTS_INVALID.labels(exc.reason, consumer_name).inc()
             continue
         metrics.EVENTS_CONSUMED.labels(event.type.value, consumer_name).inc()
@@ -140,18 +181,17 @@ async def _handle(
         sources[event.event_id] = message
         append_times[event.event_id] = message.timestamp
     lag.batch(batch)
-    result = await _process(processor, valid, sources, out, settings)
+    result = await _process(processor, valid, sources, outputs, settings)
     for key, record in result.recommendations:
-        out.produce(topics.recommendations, encode(record), key.encode())
+        outputs.produce(topics.recommendations, encode(record), key.encode())
     for key, reward in result.rewards:
-        out.produce(topics.rewards, encode(reward), key.encode())
-    # Outputs are acknowledged before faust acks (and later commits) the inputs.
-    await out.flush()
-    now = time.time()
-    for _, record in result.recommendations:
-        produced_at = append_times.get(record.event_id or "")
-        if produced_at:
-            metrics.EVENT_TO_REC_SECONDS.observe(max(0.0, now - produced_at))
+        outputs.produce(topics.rewards, encode(reward), key.encode())
+    triggered = {
+        record.event_id: append_times[record.event_id]
+        for _, record in result.recommendations
+        if record.event_id and append_times.get(record.event_id)
+    }
+    return outputs.seal(), triggered
 
 
 @retry(
@@ -170,7 +210,7 @@ async def _process(
     processor: BatchProcessor,
     valid: list[Any],
     sources: dict[str, Any],
-    out: BatchProducer,
+    out: OutputBatch,
     settings: Settings,
 ) -> BatchResult:
     """Process a batch; if it fails for a non-transient reason, isolate and dead-letter the
@@ -198,7 +238,7 @@ async def _process(
     return result
 
 
-def _dead_letter(out: BatchProducer, settings: Settings, error: InvalidEvent, message: Any) -> None:
+def _dead_letter(out: OutputBatch, settings: Settings, error: InvalidEvent, message: Any) -> None:
     """The record as it came, with the reason, to the dead-letter topic (sent with the batch)."""
     letter = DeadLetter.of(
         error,

@@ -159,3 +159,55 @@ def test_no_request_fails_while_promotions_swap_models(tmp_path) -> None:
     for worker in workers:
         worker.join()
     assert not errors and sizes == [5] * 160
+
+
+def _with_new_items(counts: dict[int, float]) -> LoadedModel:
+    """Items 16-20 are new (learned after offline training); their events as in ``counts``."""
+    model = tiny_model("sasrec").eval()
+    popularity = torch.full((21,), 500.0)
+    for index in range(16, 21):
+        popularity[index] = counts.get(index, 0.0)
+    model.item_popularity.copy_(popularity)
+    meta = {"offline_n_items": 16, "new_item_min_events": 3}
+    return LoadedModel(model, tiny_vocab(), meta, "v0100")
+
+
+def test_new_item_slot_shows_the_best_young_new_item_for_each_user() -> None:
+    # item16: too few events; item17/18: young; item19: no longer young; item20: none.
+    loaded = _with_new_items({16: 2.0, 17: 5.0, 18: 5.0, 19: 500.0})
+    plain = SequenceRanker(loaded)
+    slotted = SequenceRanker(loaded, new_item_slots=1, new_item_max_events=100)
+    histories = [History(items=["item1", "item2"]), History(items=["item3", "item17"])]
+    base = plain.rank(histories, _ctx(2), k=5)
+    with_slot = slotted.rank(histories, _ctx(2), k=5)
+    model = loaded.model
+    changed = 0
+    for history, before, after in zip(histories, base, with_slot, strict=True):
+        young = [i for i in ("item17", "item18") if i not in history.excluded()]
+        with torch.no_grad():
+            encoded = torch.tensor([loaded.vocab.encode(history.items)])
+            scores = model.scores(model.last_hidden(encoded))[0]
+        best = max(young, key=lambda item: float(scores[loaded.vocab.encode([item])[0]]))
+        if best in before.item_ids:  # made the list by itself: nothing changes
+            assert after.item_ids == before.item_ids
+        else:
+            assert after.item_ids == [*before.item_ids[:4], best]
+            changed += 1
+        assert "item16" not in after.item_ids  # not ready (2 < 3 events)
+    assert changed, "no list had room for a new item; the test shows nothing"
+    # item17 is seen by the second user, so only item18 can take that user's slot.
+    assert with_slot[1].item_ids[-1] in ("item18", *base[1].item_ids)
+
+
+def test_no_new_item_slot_without_young_items_or_when_off() -> None:
+    loaded = _with_new_items({19: 500.0, 20: 1000.0})
+    history = [History(items=["item1"])]
+    off = SequenceRanker(loaded).rank(history, _ctx(1), k=5)
+    on = SequenceRanker(loaded, new_item_slots=2).rank(history, _ctx(1), k=5)
+    assert on == off
+    offline_only = LoadedModel(tiny_model("sasrec").eval(), tiny_vocab(), {}, "v1")
+    assert SequenceRanker(offline_only, new_item_slots=1).rank(history, _ctx(1), k=5) == (
+        SequenceRanker(offline_only).rank(history, _ctx(1), k=5)
+    )
+    with pytest.raises(ValueError, match="new_item_slots"):
+        SequenceRanker(loaded, new_item_slots=-1)
