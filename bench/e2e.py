@@ -3,10 +3,13 @@
 One run measures (see the project's "Stream worker" issue):
   (a) stage ceilings at the worker's batch size, each alone:
       kafka  - raw confluent-kafka consume -> produce pass-through, events -> output topic
-      redis  - the worker's state round trips for a batch (apply + popular + remember shown)
+      redis  - the worker's state round trips for a batch (apply + popular + remember shown
+               + confirm delivered)
       ranker - the ranker alone on the same histories
       ceiling = min of the three
-  (b) a naive worker: the same worker with batch size 1 (per-event Redis calls and ranking)
+  (b) a naive worker: the same worker one event at a time, end to end (batch size 1: per-event
+      Redis calls and ranking; no delivery pipelining: each event's outputs are acknowledged
+      by the broker before the next event is read)
   (c) streamrec's worker: events/s; event -> recommendation latency p50/p95/p99 at half of its
       max rate (event produce time -> recommendation append time, LogAppendTime); RSS; CPU s
   (d) 1 vs 2 workers on a 4-partition topic: efficiency = events per worker-CPU-second with 2
@@ -245,6 +248,7 @@ async def redis_stage(settings: Settings, events: list[Any], batch: int) -> floa
                 for e in chunk
             }
         )
+        await state.confirm([e.event_id for e in chunk])  # as the worker, once delivered
     elapsed = time.perf_counter() - started
     await state.close()
     return len(events) / elapsed
@@ -469,6 +473,7 @@ def main() -> None:
             1,
             logs,
             STREAMREC_STREAM__BATCH_SIZE="1",
+            STREAMREC_STREAM__MAX_INFLIGHT_BATCHES="0",
         )
         results["naive"] = naive
         results["naive_eps"] = naive["eps"]

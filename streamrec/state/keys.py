@@ -3,7 +3,8 @@
 ================================  ======  ====================================  =========
 key                               type    holds                                 TTL
 ================================  ======  ====================================  =========
-``{p}:v1:e:{event_id}``           string  the event was applied (idempotency)   dedup_ttl
+``{p}:v1:e:{event_id}``           string  ``1`` applied (idempotency), ``d``    dedup_ttl
+                                          its outputs delivered
 ``{p}:v1:s:{session_id}``         list    last N ``item<TAB>type<TAB>ts``,      session
                                           newest first
 ``{p}:v1:u:{user_id}:h``          list    last M item ids of the user, newest   user

@@ -7,6 +7,13 @@ was recommended to this session (reward attribution). A redelivered event (same 
 ``dedup_ttl_s``) therefore changes nothing. The script returns the histories after the update,
 so ranking needs no second read.
 
+The event-id marker also records whether the event's *outputs* (recommendation, reward) were
+delivered: ``1`` = applied, ``d`` = outputs acknowledged by the broker (set by
+:meth:`StateStore.confirm` once the worker's output batch is delivered). A redelivered event
+whose marker is still ``1`` — the worker died between applying it and delivering its outputs —
+changes no state but is reported as :attr:`Applied.reemit`, so its outputs are produced again:
+state exactly once, outputs at least once, nothing lost.
+
 Trade-offs: keys of one event span hash slots, so this targets a single Redis (or a primary with
 replicas / Sentinel), not Redis Cluster. The dedup window is bounded (``dedup_ttl_s``); an event
 redelivered after that would count again.
@@ -44,8 +51,14 @@ _APPLY = """
 -- ARGV: 1 item, 2 type, 3 ts, 4 popularity weight, 5 session_id, 6 attribute (0/1),
 --       7 return the user's history (0/1)
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', {dedup_ttl}) then
-  if ARGV[7] == '1' then return {{0, redis.call('LRANGE', KEYS[3], 0, -1)}} end
-  return {{0}}
+  local status = 0
+  local shown = false
+  if redis.call('GET', KEYS[1]) == '1' then  -- applied, outputs never confirmed: emit again
+    status = 2
+    if ARGV[6] == '1' then shown = redis.call('HGET', KEYS[9], ARGV[1]) end
+  end
+  if ARGV[7] == '1' then return {{status, redis.call('LRANGE', KEYS[3], 0, -1), shown}} end
+  return {{status, false, shown}}
 end
 local ts = tonumber(ARGV[3])
 if KEYS[2] ~= '' then
@@ -87,6 +100,12 @@ return {{1, history, shown}}
 """
 
 
+_CONFIRM = """
+for _, key in ipairs(KEYS) do redis.call('SET', key, 'd', 'XX', 'KEEPTTL') end
+return #KEYS
+"""
+
+
 def _script(settings: RedisSettings) -> str:
     return _APPLY.format(
         dedup_ttl=int(settings.dedup_ttl_s),
@@ -105,6 +124,8 @@ class Applied:
     applied: bool  # False: already applied before (duplicate)
     user_items: list[str]  # the user's history after this event, oldest first
     shown: dict[str, Any] | None  # the recommendation that showed this item, if any
+    #: Applied before, but its outputs were never confirmed delivered: produce them again.
+    reemit: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +158,7 @@ def _histories(events: Sequence[Any], replies: Sequence[Any]) -> list[list[str]]
             later[user] = 0
         full = current[user]
         out[index] = full[: len(full) - later[user]] if later[user] else full
-        if replies[index][0]:
+        if replies[index][0] == 1:
             later[user] += 1
     return out
 
@@ -151,6 +172,7 @@ class StateStore:
         self.keys = Keys(settings.key_prefix)
         self._script = _script(settings)
         self._apply_sha: str | None = None
+        self._confirm_sha: str | None = None
 
     @classmethod
     def from_settings(cls, settings: RedisSettings) -> StateStore:
@@ -227,10 +249,29 @@ class StateStore:
         histories = _histories(events, replies)
         out = []
         for reply, history in zip(replies, histories, strict=True):
-            applied = bool(reply[0])
-            shown = json.loads(reply[2]) if applied and reply[2] else None
-            out.append(Applied(applied, history if applied else [], shown))
+            applied, reemit = reply[0] == 1, reply[0] == 2
+            shown = json.loads(reply[2]) if (applied or reemit) and reply[2] else None
+            out.append(Applied(applied, history if applied or reemit else [], shown, reemit))
         return out
+
+    async def confirm(self, event_ids: Sequence[str]) -> None:
+        """Mark these applied events' outputs as delivered (one round trip; see the module
+        docstring). Markers that expired or were never set are left alone."""
+        if not event_ids:
+            return
+        if self._confirm_sha is None:
+            self._confirm_sha = str(await self.client.script_load(_CONFIRM))
+        started = time.perf_counter()
+        keys = [self.keys.event(event_id) for event_id in event_ids]
+        try:
+            await self.client.evalsha(self._confirm_sha, len(keys), *keys)
+        except NoScriptError:
+            self._confirm_sha = None
+            await self.confirm(event_ids)
+            return
+        except RedisError as exc:
+            raise StateError(f"confirming {len(keys)} events failed: {exc}") from exc
+        metrics.REDIS_SECONDS.labels("confirm").observe(time.perf_counter() - started)
 
     async def remember_shown(self, scope: str, shown: Sequence[Shown]) -> None:
         """Remember what was shown to a session (or user) for reward attribution."""

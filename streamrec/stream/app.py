@@ -1,7 +1,8 @@
 """The faust-streaming worker: a thin adapter around :class:`BatchProcessor`.
 
 decode/validate -> dead-letter the invalid -> process the batch -> publish recommendations and
-rewards -> (once the broker has them) ack the input events to faust, which commits.
+rewards -> (once the broker has them) confirm them in state -> ack the input events to faust,
+which commits.
 
 Input events are acknowledged only after the batch's outputs are acknowledged by the broker,
 so a crash redelivers (at-least-once); state is idempotent by event_id, so every valid event
@@ -21,6 +22,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -117,13 +119,11 @@ def build_app(settings: Settings, ranker: Ranker) -> faust.App:
             async for batch in batches:
                 while "processor" not in holder:  # pragma: no cover - start-up race
                     await asyncio.sleep(0.01)
-                outputs, append_times = await _handle(
-                    lag, batch, holder["processor"], settings, holder["out"]
-                )
+                handled = await _handle(lag, batch, holder["processor"], settings, holder["out"])
                 previous = inflight[-1] if inflight else None
                 inflight.append(
                     asyncio.ensure_future(
-                        _acknowledge(events, batch, outputs, append_times, previous)
+                        _acknowledge(events, batch, handled, holder["state"], previous)
                     )
                 )
                 while len(inflight) > stream.max_inflight_batches:
@@ -135,21 +135,36 @@ def build_app(settings: Settings, ranker: Ranker) -> faust.App:
     return app
 
 
+@dataclass(frozen=True, slots=True)
+class _Handled:
+    """A processed batch on its way out."""
+
+    outputs: OutputBatch  # sealed
+    event_ids: list[str]  # the valid events (their outputs get confirmed in state)
+    append_times: dict[str, float]  # per event with a recommendation (latency metric)
+
+
 async def _acknowledge(
     events: faust.StreamT,
     batch: Sequence[EventT],
-    outputs: OutputBatch,
-    append_times: dict[str, float],
+    handled: _Handled,
+    state: StateStore,
     previous: asyncio.Future[None] | None,
 ) -> None:
-    """Once this batch's outputs are delivered (and the previous batch acked), ack its inputs."""
+    """Once this batch's outputs are delivered (and the previous batch acked): mark them
+    delivered in state, then ack the inputs. A crash before the mark makes a redelivery emit
+    the outputs again (never lose them); a failed mark only risks such a duplicate."""
     if previous is not None:
         await previous
-    await outputs.delivered()
+    await handled.outputs.delivered()
+    try:
+        await state.confirm(handled.event_ids)
+    except StateError as exc:
+        log.warning("delivered, but not confirmed in state (a redelivery re-emits): %s", exc)
     for event in batch:
         await events.ack(event)
     now = time.time()
-    for produced_at in append_times.values():
+    for produced_at in handled.append_times.values():
         metrics.EVENT_TO_REC_SECONDS.observe(max(0.0, now - produced_at))
 
 
@@ -159,9 +174,8 @@ async def _handle(
     processor: BatchProcessor,
     settings: Settings,
     out: BatchProducer,
-) -> tuple[OutputBatch, dict[str, float]]:
-    """Decode, process and produce one batch. Returns its (sealed) outputs and, per triggering
-    event with a recommendation, the event's append time (for the latency metric)."""
+) -> _Handled:
+    """Decode, process and produce one batch (outputs sealed, not yet delivered)."""
     topics = settings.topics
     outputs = out.batch()
     valid = []
@@ -191,7 +205,7 @@ async def _handle(
         for _, record in result.recommendations
         if record.event_id and append_times.get(record.event_id)
     }
-    return outputs.seal(), triggered
+    return _Handled(outputs.seal(), [event.event_id for event in valid], triggered)
 
 
 @retry(
@@ -235,6 +249,7 @@ async def _process(
         result.rewards += single.rewards
         result.applied += single.applied
         result.duplicates += single.duplicates
+        result.reemitted += single.reemitted
     return result
 
 

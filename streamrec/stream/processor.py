@@ -36,6 +36,8 @@ class BatchResult:
     rewards: list[tuple[str, Reward]] = field(default_factory=list)
     applied: int = 0
     duplicates: int = 0
+    #: Duplicates whose outputs are produced again (never confirmed delivered; see StateStore).
+    reemitted: int = 0
 
 
 class PolicyStats:
@@ -101,8 +103,11 @@ class BatchProcessor:
             if not outcome.applied:
                 result.duplicates += 1
                 metrics.EVENTS_DUPLICATE.inc()
-                continue
-            result.applied += 1
+                if not outcome.reemit:
+                    continue
+                result.reemitted += 1  # its outputs were lost with a crashed worker
+            else:
+                result.applied += 1
             kind = event.type.value
             if outcome.shown is not None:
                 reward = self._reward(event, outcome.shown)

@@ -108,6 +108,8 @@ def test_state_reflects_events_exactly_once_and_replay_changes_nothing(
             assert (
                 0 < client.ttl(keys.session(mine[0]["session_id"])) <= settings.redis.session_ttl_s
             )
+        # Every batch's outputs delivered and confirmed (marker "d"), else a replay re-emits.
+        wait_for(lambda: all(client.get(k) == b"d" for k in client.scan_iter(keys.event("*"))))
         before = _snapshot(client, keys)
 
         _send(settings, events)  # redelivery of every event

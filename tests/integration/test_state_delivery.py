@@ -1,0 +1,84 @@
+"""Outputs-delivered markers against real Redis: an event applied but never confirmed is
+re-emitted on redelivery (no state change, same history and attribution), a confirmed one is a
+plain duplicate."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis
+
+from streamrec.config import Settings
+from streamrec.events import parse_event
+from streamrec.state.keys import Keys
+from streamrec.state.store import Shown, StateStore
+
+pytestmark = pytest.mark.integration
+
+
+def _event(n: int, kind: str = "view") -> object:
+    return parse_event(
+        {
+            "event_id": f"dl-{n}",
+            "user_id": "dl-user",
+            "session_id": "dl-sess",
+            "item_id": f"dl-i{n}",
+            "type": kind,
+            "timestamp": 1_700_000_000 + n,
+        }
+    )
+
+
+def _dump(client: redis.Redis, keys: Keys) -> dict[bytes, object]:
+    out: dict[bytes, object] = {}
+    for key in client.scan_iter(keys.all_pattern()):
+        if key.startswith(keys.event("").encode()):
+            continue  # the markers themselves change on confirm
+        kind = client.type(key)
+        if kind == b"list":
+            out[key] = client.lrange(key, 0, -1)
+        elif kind == b"hash":
+            out[key] = client.hgetall(key)
+        elif kind == b"zset":
+            out[key] = client.zrange(key, 0, -1, withscores=True)
+        elif kind == b"set":
+            out[key] = client.smembers(key)
+    return out
+
+
+def test_unconfirmed_events_are_reemitted_confirmed_ones_are_not(
+    stack_settings: Settings,
+) -> None:
+    client = redis.Redis.from_url(stack_settings.redis.url)
+    keys = Keys(stack_settings.redis.key_prefix)
+
+    async def scenario() -> None:
+        state = StateStore.from_settings(stack_settings.redis)
+        try:
+            first = [_event(1), _event(2)]
+            applied = await state.apply(first, attribute={"click"})
+            assert [a.applied for a in applied] == [True, True]
+            await state.remember_shown(
+                "dl-sess", [Shown("dl-i9", "rec-1", 0, 0.5, "greedy", "v1", 1_700_000_002.0)]
+            )
+            click = _event(9, "click")
+            assert (await state.apply([click], attribute={"click"}))[0].shown is not None
+            before = _dump(client, keys)
+            # Redelivered before confirmation (the worker died): re-emit, change nothing.
+            again = await state.apply([*first, click], attribute={"click"})
+            assert [(a.applied, a.reemit) for a in again] == [(False, True)] * 3
+            assert again[1].user_items == ["dl-i1", "dl-i2", "dl-i9"]
+            assert again[2].shown is not None and again[2].shown["rec_id"] == "rec-1"
+            assert _dump(client, keys) == before
+            await state.confirm(["dl-1", "dl-2", "dl-9", "never-seen"])
+            assert client.get(keys.event("dl-1")) == b"d"
+            assert client.ttl(keys.event("dl-1")) > 0  # TTL kept
+            assert not client.exists(keys.event("never-seen"))
+            late = await state.apply([*first, click], attribute={"click"})
+            assert [(a.applied, a.reemit) for a in late] == [(False, False)] * 3
+            assert _dump(client, keys) == before
+        finally:
+            await state.close()
+
+    asyncio.run(scenario())
