@@ -201,6 +201,12 @@ class StreamSettings(BaseModel):
     new_item_max_events: int = Field(
         100, ge=1, description="A new item stops getting a reserved slot at this many events."
     )
+    new_item_temperature: float = Field(
+        1.0,
+        ge=0,
+        description="Sampling temperature of the new-item slot over the user's standardised "
+        "scores of the young items (0 = always the best-scored one).",
+    )
 
 
 class OnlineSettings(BaseModel):

@@ -60,5 +60,6 @@ def build_ranker(settings: Settings, name: str | None = None) -> Ranker:
             check_interval_s=1.0,
             new_item_slots=settings.stream.new_item_slots,
             new_item_max_events=settings.stream.new_item_max_events,
+            new_item_temperature=settings.stream.new_item_temperature,
         )
     raise ConfigError(f"unknown ranker {name!r}; choose one of: {', '.join(RANKERS)}")

@@ -13,16 +13,20 @@
 * **New-item slots** (item cold start). A model fine-tuned from the stream knows items that
   appeared after its offline training, but with a handful of events their scores rarely reach a
   top-10, so they would collect no feedback and stay unknown. With ``new_item_slots = n`` the
-  last ``n`` positions of a list go to the *best-scored* (for this user) new items that are
-  ready (``new_item_min_events``) and still young (fewer than ``new_item_max_events`` events),
-  unless such an item already made the list on its own. The exploration is personalised (the
-  model's own ranking among new items) and ends by itself once an item has the data to compete.
+  last ``n`` positions of a list go to new items that are ready (``new_item_min_events``) and
+  still young (fewer than ``new_item_max_events`` events), unless such an item already made the
+  list on its own: the best-scored one for this user (``new_item_temperature = 0``), or one
+  drawn with probability ``softmax(z / temperature)`` of the user's standardised scores over
+  the young items, so every young item gets some exposure while the better-matching ones get
+  more. The exploration is personalised (the model's own ranking among new items) and ends by
+  itself once an item has the data to compete.
   Only versions written by the fine-tuner carry new items (``offline_n_items`` in their meta).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,9 +56,20 @@ class SequenceRanker:
         batch_size: int = 256,
         new_item_slots: int = 0,
         new_item_max_events: int = 100,
+        new_item_temperature: float = 0.0,
+        seed: int | None = None,
     ) -> None:
-        if new_item_slots < 0 or new_item_max_events < 1:
-            raise ValueError("need new_item_slots >= 0 and new_item_max_events >= 1")
+        if new_item_slots < 0 or new_item_max_events < 1 or new_item_temperature < 0:
+            raise ValueError(
+                "need new_item_slots >= 0, new_item_max_events >= 1, new_item_temperature >= 0"
+            )
+        self.new_item_temperature = new_item_temperature
+        self._rng = torch.Generator()
+        if seed is not None:
+            self._rng.manual_seed(seed)
+        else:
+            self._rng.seed()
+        self._rng_lock = threading.Lock()
         self._source = source
         self.new_item_slots = new_item_slots
         self.new_item_max_events = new_item_max_events
@@ -196,7 +211,12 @@ class SequenceRanker:
             return
         young = young.to(item_scores.device)
         slots = min(self.new_item_slots, width, young.numel())
-        best_scores, best = torch.topk(item_scores[:, young], slots, dim=-1)  # [batch, slots]
+        young_scores = item_scores[:, young]  # [batch, n_young], -inf = seen/blocked
+        if self.new_item_temperature > 0:
+            best = self._sample(young_scores, slots)
+            best_scores = young_scores.gather(1, best)
+        else:
+            best_scores, best = torch.topk(young_scores, slots, dim=-1)  # [batch, slots]
         best_items = young[best]
         for slot in range(slots):
             position = width - 1 - slot
@@ -204,6 +224,24 @@ class SequenceRanker:
             fits = torch.isfinite(best_scores[:, slot]) & ~(top_items == candidate[:, None]).any(1)
             top_items[fits, position] = candidate[fits]
             top_scores[fits, position] = best_scores[fits, slot]
+
+    def _sample(self, young_scores: torch.Tensor, slots: int) -> torch.Tensor:
+        """``slots`` young items per row, drawn without replacement with probabilities
+        ``softmax(z / temperature)``, ``z`` the row's scores standardised over its eligible
+        young items (scale-free, so one temperature fits any model). Rows without an eligible
+        item return indices whose score is -inf (ignored by the caller)."""
+        finite = torch.isfinite(young_scores)
+        counts = finite.sum(dim=1, keepdim=True).clamp(min=1)
+        filled = torch.where(finite, young_scores, torch.zeros_like(young_scores))
+        mean = filled.sum(dim=1, keepdim=True) / counts
+        var = (torch.where(finite, young_scores - mean, torch.zeros_like(young_scores)) ** 2).sum(
+            dim=1, keepdim=True
+        ) / counts
+        z = (young_scores - mean) / var.sqrt().clamp(min=1e-6)
+        logits = torch.where(finite, z / self.new_item_temperature, torch.full_like(z, -1e9))
+        probs = torch.softmax(logits, dim=1)
+        with self._rng_lock:
+            return torch.multinomial(probs, slots, replacement=False, generator=self._rng)
 
     def _rank_model(
         self,

@@ -1,3 +1,4 @@
+from collections import Counter
 from collections.abc import Sequence
 
 import pytest
@@ -211,3 +212,23 @@ def test_no_new_item_slot_without_young_items_or_when_off() -> None:
     )
     with pytest.raises(ValueError, match="new_item_slots"):
         SequenceRanker(loaded, new_item_slots=-1)
+
+
+def test_sampled_new_item_slot_explores_every_young_item_and_favours_better_ones() -> None:
+    loaded = _with_new_items({16: 5.0, 17: 5.0, 18: 5.0, 19: 5.0, 20: 5.0})
+    history = History(items=["item1", "item2", "item18"])  # item18 seen: never drawn
+    ranker = SequenceRanker(loaded, new_item_slots=1, new_item_temperature=1.0, seed=0)
+    greedy = SequenceRanker(loaded, new_item_slots=1)
+    base = SequenceRanker(loaded).rank([history], _ctx(1), k=3)[0].item_ids
+    young = [f"item{n}" for n in (16, 17, 19, 20) if f"item{n}" not in base]
+    draws = Counter(
+        ranked.item_ids[-1] for ranked in ranker.rank([history] * 2000, _ctx(2000), k=3)
+    )
+    assert "item18" not in draws
+    assert set(young) <= set(draws)  # every eligible young item gets exposure
+    best = greedy.rank([history], _ctx(1), k=3)[0].item_ids[-1]
+    assert draws.most_common(1)[0][0] == best  # the best-scored one most often
+    first, second = (
+        SequenceRanker(loaded, new_item_slots=1, new_item_temperature=1.0, seed=7) for _ in range(2)
+    )
+    assert first.rank([history] * 50, _ctx(50), k=3) == second.rank([history] * 50, _ctx(50), 3)
