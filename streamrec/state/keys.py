@@ -3,8 +3,8 @@
 ================================  ======  ====================================  =========
 key                               type    holds                                 TTL
 ================================  ======  ====================================  =========
-``{p}:v1:e:{event_id}``           string  ``1`` applied (idempotency), ``d``    dedup_ttl
-                                          its outputs delivered
+``{p}:v1:e:{event_id}``           string  applied (idempotency): ``1:<process>``  dedup_ttl
+                                          until its outputs are delivered, ``d``
 ``{p}:v1:s:{session_id}``         list    last N ``item<TAB>type<TAB>ts``,      session
                                           newest first
 ``{p}:v1:u:{user_id}:h``          list    last M item ids of the user, newest   user

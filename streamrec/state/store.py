@@ -8,11 +8,13 @@ was recommended to this session (reward attribution). A redelivered event (same 
 so ranking needs no second read.
 
 The event-id marker also records whether the event's *outputs* (recommendation, reward) were
-delivered: ``1`` = applied, ``d`` = outputs acknowledged by the broker (set by
-:meth:`StateStore.confirm` once the worker's output batch is delivered). A redelivered event
-whose marker is still ``1`` — the worker died between applying it and delivering its outputs —
+delivered: ``1:<instance>`` = applied by that process (one id per :class:`StateStore`), ``d`` =
+outputs acknowledged by the broker (set by :meth:`StateStore.confirm` once the worker's output
+batch is delivered). A redelivered event whose marker is still ``1:`` of *another* instance —
+a worker died (or lost the partition) between applying it and delivering its outputs —
 changes no state but is reported as :attr:`Applied.reemit`, so its outputs are produced again:
-state exactly once, outputs at least once, nothing lost.
+state exactly once, outputs at least once, nothing lost. A duplicate of an event this process
+applied and is still delivering is a plain duplicate.
 
 Trade-offs: keys of one event span hash slots, so this targets a single Redis (or a primary with
 replicas / Sentinel), not Redis Cluster. The dedup window is bounded (``dedup_ttl_s``); an event
@@ -24,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,10 +53,15 @@ _APPLY = """
 --       6 pop, 7 pop by hour, 8 pop by device ('' when none), 9 shown-to-this-session
 -- ARGV: 1 item, 2 type, 3 ts, 4 popularity weight, 5 session_id, 6 attribute (0/1),
 --       7 return the user's history (0/1)
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', {dedup_ttl}) then
+if not redis.call('SET', KEYS[1], '1:{instance}', 'NX', 'EX', {dedup_ttl}) then
   local status = 0
   local shown = false
-  if redis.call('GET', KEYS[1]) == '1' then  -- applied, outputs never confirmed: emit again
+  local marker = redis.call('GET', KEYS[1])
+  -- Applied by another (dead or former) process and never confirmed: emit its outputs again.
+  -- Applied by this process: its outputs are on their way (or this process crashes and the
+  -- next one, with a new instance id, re-emits them).
+  if marker ~= 'd' and marker ~= '1:{instance}' then
+    status = 2
     status = 2
     if ARGV[6] == '1' then shown = redis.call('HGET', KEYS[9], ARGV[1]) end
   end
@@ -106,8 +114,9 @@ return #KEYS
 """
 
 
-def _script(settings: RedisSettings) -> str:
+def _script(settings: RedisSettings, instance: str) -> str:
     return _APPLY.format(
+        instance=instance,
         dedup_ttl=int(settings.dedup_ttl_s),
         session_len=int(settings.session_len),
         session_ttl=int(settings.session_ttl_s),
@@ -170,7 +179,9 @@ class StateStore:
         self.client = client
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
-        self._script = _script(settings)
+        #: Marks the events this process applied (``1:<instance>``) until they are confirmed.
+        self.instance = uuid.uuid4().hex[:16]
+        self._script = _script(settings, self.instance)
         self._apply_sha: str | None = None
         self._confirm_sha: str | None = None
 

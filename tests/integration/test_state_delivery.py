@@ -1,6 +1,7 @@
-"""Outputs-delivered markers against real Redis: an event applied but never confirmed is
-re-emitted on redelivery (no state change, same history and attribution), a confirmed one is a
-plain duplicate."""
+"""Outputs-delivered markers against real Redis: an event applied by a process that never
+confirmed it is re-emitted when another process gets it again (no state change, same history and
+attribution); a duplicate of an event still in flight in this process, or of a confirmed one, is
+a plain duplicate."""
 
 from __future__ import annotations
 
@@ -65,8 +66,14 @@ def test_unconfirmed_events_are_reemitted_confirmed_ones_are_not(
             click = _event(9, "click")
             assert (await state.apply([click], attribute={"click"}))[0].shown is not None
             before = _dump(client, keys)
-            # Redelivered before confirmation (the worker died): re-emit, change nothing.
-            again = await state.apply([*first, click], attribute={"click"})
+            # A duplicate while this process is still delivering: a plain duplicate.
+            inflight = await state.apply([*first, click], attribute={"click"})
+            assert [(a.applied, a.reemit) for a in inflight] == [(False, False)] * 3
+            # Redelivered to another process before confirmation (this one died): re-emit,
+            # change nothing.
+            restarted = StateStore.from_settings(stack_settings.redis)
+            again = await restarted.apply([*first, click], attribute={"click"})
+            await restarted.close()
             assert [(a.applied, a.reemit) for a in again] == [(False, True)] * 3
             assert again[1].user_items == ["dl-i1", "dl-i2", "dl-i9"]
             assert again[2].shown is not None and again[2].shown["rec_id"] == "rec-1"
