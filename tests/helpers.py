@@ -98,3 +98,24 @@ def metric_value(port: int, name: str) -> float:
             if sample.name == name:
                 total += sample.value
     return total
+
+
+def redis_snapshot(client: Any, pattern: str, *, skip_prefix: str | None = None) -> dict[Any, Any]:
+    """Every key matching ``pattern`` with its value (lists, hashes, sets, zsets, strings),
+    leaving out keys starting with ``skip_prefix``: state compared before and after."""
+    snap: dict[Any, Any] = {}
+    for key in client.scan_iter(pattern, count=1000):
+        if skip_prefix is not None and key.startswith(skip_prefix.encode()):
+            continue
+        kind = client.type(key)
+        if kind == b"list":
+            snap[key] = client.lrange(key, 0, -1)
+        elif kind == b"hash":
+            snap[key] = client.hgetall(key)
+        elif kind == b"set":
+            snap[key] = client.smembers(key)
+        elif kind == b"zset":
+            snap[key] = client.zrange(key, 0, -1, withscores=True)
+        else:
+            snap[key] = client.get(key)
+    return snap

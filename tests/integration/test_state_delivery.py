@@ -14,6 +14,7 @@ from streamrec.config import Settings
 from streamrec.events import parse_event
 from streamrec.state.keys import Keys
 from streamrec.state.store import Shown, StateStore
+from tests.helpers import redis_snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -29,23 +30,6 @@ def _event(n: int, kind: str = "view") -> object:
             "timestamp": 1_700_000_000 + n,
         }
     )
-
-
-def _dump(client: redis.Redis, keys: Keys) -> dict[bytes, object]:
-    out: dict[bytes, object] = {}
-    for key in client.scan_iter(keys.all_pattern()):
-        if key.startswith(keys.event("").encode()):
-            continue  # the markers themselves change on confirm
-        kind = client.type(key)
-        if kind == b"list":
-            out[key] = client.lrange(key, 0, -1)
-        elif kind == b"hash":
-            out[key] = client.hgetall(key)
-        elif kind == b"zset":
-            out[key] = client.zrange(key, 0, -1, withscores=True)
-        elif kind == b"set":
-            out[key] = client.smembers(key)
-    return out
 
 
 def test_unconfirmed_events_are_reemitted_confirmed_ones_are_not(
@@ -65,7 +49,7 @@ def test_unconfirmed_events_are_reemitted_confirmed_ones_are_not(
             )
             click = _event(9, "click")
             assert (await state.apply([click], attribute={"click"}))[0].shown is not None
-            before = _dump(client, keys)
+            before = redis_snapshot(client, keys.all_pattern(), skip_prefix=keys.event(""))
             # A duplicate while this process is still delivering: a plain duplicate.
             inflight = await state.apply([*first, click], attribute={"click"})
             assert [(a.applied, a.reemit) for a in inflight] == [(False, False)] * 3
@@ -77,14 +61,14 @@ def test_unconfirmed_events_are_reemitted_confirmed_ones_are_not(
             assert [(a.applied, a.reemit) for a in again] == [(False, True)] * 3
             assert again[1].user_items == ["dl-i1", "dl-i2", "dl-i9"]
             assert again[2].shown is not None and again[2].shown["rec_id"] == "rec-1"
-            assert _dump(client, keys) == before
+            assert redis_snapshot(client, keys.all_pattern(), skip_prefix=keys.event("")) == before
             await state.confirm(["dl-1", "dl-2", "dl-9", "never-seen"])
             assert client.get(keys.event("dl-1")) == b"d"
             assert client.ttl(keys.event("dl-1")) > 0  # TTL kept
             assert not client.exists(keys.event("never-seen"))
             late = await state.apply([*first, click], attribute={"click"})
             assert [(a.applied, a.reemit) for a in late] == [(False, False)] * 3
-            assert _dump(client, keys) == before
+            assert redis_snapshot(client, keys.all_pattern(), skip_prefix=keys.event("")) == before
         finally:
             await state.close()
 

@@ -19,7 +19,7 @@ from streamrec.deadletter import parse_headers
 from streamrec.events import Recommendation, Reward
 from streamrec.stack import free_port
 from streamrec.state.keys import Keys
-from tests.helpers import drain, metric_value, wait_for, worker_process
+from tests.helpers import drain, metric_value, redis_snapshot, wait_for, worker_process
 from tests.malformed import GOOD, MALFORMED
 
 pytestmark = pytest.mark.integration
@@ -59,23 +59,6 @@ def _dedup_count(client: redis.Redis, keys: Keys) -> int:
     return sum(1 for _ in client.scan_iter(keys.event("*"), count=1000))
 
 
-def _snapshot(client: redis.Redis, keys: Keys) -> dict[str, Any]:
-    snap: dict[str, Any] = {}
-    for key in client.scan_iter(keys.all_pattern(), count=1000):
-        kind = client.type(key)
-        if kind == b"list":
-            snap[key] = client.lrange(key, 0, -1)
-        elif kind == b"hash":
-            snap[key] = client.hgetall(key)
-        elif kind == b"set":
-            snap[key] = client.smembers(key)
-        elif kind == b"zset":
-            snap[key] = client.zrange(key, 0, -1, withscores=True)
-        else:
-            snap[key] = client.get(key)
-    return snap
-
-
 def test_state_reflects_events_exactly_once_and_replay_changes_nothing(
     stack_settings: Settings, tmp_path: Path
 ) -> None:
@@ -110,14 +93,14 @@ def test_state_reflects_events_exactly_once_and_replay_changes_nothing(
             )
         # Every batch's outputs delivered and confirmed (marker "d"), else a replay re-emits.
         wait_for(lambda: all(client.get(k) == b"d" for k in client.scan_iter(keys.event("*"))))
-        before = _snapshot(client, keys)
+        before = redis_snapshot(client, keys.all_pattern())
 
         _send(settings, events)  # redelivery of every event
         wait_for(
             lambda: metric_value(port, "streamrec_events_duplicate_total") >= len(events),
             timeout=90,
         )
-        assert _snapshot(client, keys) == before
+        assert redis_snapshot(client, keys.all_pattern()) == before
         assert proc.poll() is None
 
 

@@ -42,23 +42,22 @@ def _export(directory: Path) -> Path:
     return export_policy(directory, scorer, items, n_slots=20, slate_size=3, horizon=10)
 
 
+def _serving(settings: Settings, policy_dir: Path, **stream: float) -> Settings:
+    """Settings of a worker serving the exported policy over popularity candidates."""
+    update = {
+        "ranker": "policy",
+        "policy_path": policy_dir,
+        "policy_candidates": "popularity",
+        **stream,
+    }
+    return settings.model_copy(update={"stream": settings.stream.model_copy(update=update)})
+
+
 def test_worker_serves_the_policy_with_propensities_and_metrics(
     stack_settings: Settings, tmp_path: Path
 ) -> None:
     policy_dir = _export(tmp_path / "policy")
-    settings = stack_settings.model_copy(
-        update={
-            "stream": stack_settings.stream.model_copy(
-                update={
-                    "ranker": "policy",
-                    "policy_path": policy_dir,
-                    "policy_candidates": "popularity",
-                    "policy_temperature": 1.0,
-                    "policy_epsilon": 0.2,
-                }
-            )
-        }
-    )
+    settings = _serving(stack_settings, policy_dir, policy_temperature=1.0, policy_epsilon=0.2)
     assert build_ranker(settings).name == "rl-policy(popularity)"
     events = [
         {
@@ -116,18 +115,7 @@ def test_logged_decisions_and_rewards_from_the_topics_train_marwil(
     from agents.policy import load_policy
 
     policy_dir = _export(tmp_path / "policy")
-    settings = stack_settings.model_copy(
-        update={
-            "stream": stack_settings.stream.model_copy(
-                update={
-                    "ranker": "policy",
-                    "policy_path": policy_dir,
-                    "policy_candidates": "popularity",
-                    "policy_epsilon": 0.3,
-                }
-            )
-        }
-    )
+    settings = _serving(stack_settings, policy_dir, policy_epsilon=0.3)
     views = [
         {
             "event_id": f"ol-{n}",
