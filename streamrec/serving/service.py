@@ -50,6 +50,9 @@ class Recommender:
         # (hour, device) -> (fetched at, list): popularity moves slowly (half-life of hours), so
         # a snapshot at most `popular_refresh_s` old saves a Redis read per batch.
         self._popular: dict[Context, tuple[float, list[tuple[str, float]]]] = {}
+        # context -> (its list, the overall list, the two blended): reused while both snapshots
+        # are the same objects, so a batch does not blend the same lists again.
+        self._blends: dict[Context, tuple[list[tuple[str, float]], ...]] = {}
         # Model rankers run in a thread so the event loop keeps serving Kafka/HTTP meanwhile.
         self.offload = ranker.name != "popularity" if offload is None else offload
 
@@ -62,7 +65,7 @@ class Recommender:
         # One context object per distinct (hour, device) in the batch, shared by its requests.
         shared: dict[tuple[int | None, str | None], RankContext] = {}
         for hour, device in dict.fromkeys(contexts):
-            blended = _blend(popular[(hour, device)], popular[(None, None)])
+            blended = self._blended((hour, device), popular[(hour, device)], popular[(None, None)])
             shared[(hour, device)] = RankContext(hour=hour, device=device, popular=blended)
         rank_contexts = [shared[key] for key in contexts]
         histories = [r.history for r in requests]
@@ -96,6 +99,19 @@ class Recommender:
             return False
         fetched_at, rows = cached
         return now - fetched_at <= self.popular_refresh_s and len(rows) >= size
+
+    def _blended(
+        self,
+        ctx: Context,
+        contextual: list[tuple[str, float]],
+        overall: list[tuple[str, float]],
+    ) -> list[tuple[str, float]]:
+        cached = self._blends.get(ctx)
+        if cached is not None and cached[0] is contextual and cached[1] is overall:
+            return cached[2]
+        blended = _blend(contextual, overall)
+        self._blends[ctx] = (contextual, overall, blended)
+        return blended
 
     def record(self, request: Request, ranked: Ranked) -> Recommendation:
         # One validation call for the record and its items (pydantic-core, in Rust).

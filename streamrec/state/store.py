@@ -150,6 +150,24 @@ class Shown:
     event_time: float
 
 
+def _shown_json(item: Shown, tails: dict[tuple[str, str, str, float], str]) -> str:
+    """``item`` as the JSON object attribution reads back (the per-record fields serialised
+    once per record: a page's items differ only in position and propensity)."""
+    key = (item.rec_id, item.policy, item.model_version, item.event_time)
+    tail = tails.get(key)
+    if tail is None:
+        tail = tails[key] = json.dumps(
+            {
+                "rec_id": item.rec_id,
+                "policy": item.policy,
+                "model_version": item.model_version,
+                "event_time": item.event_time,
+            }
+        )[1:]
+    propensity = "null" if item.propensity is None else repr(float(item.propensity))
+    return f'{{"position": {int(item.position)}, "propensity": {propensity}, {tail}'
+
+
 def _histories(events: Sequence[Any], replies: Sequence[Any]) -> list[list[str]]:
     """Each event's user history (oldest first) right after it was applied.
 
@@ -293,26 +311,12 @@ class StateStore:
             return
         pipe = self.client.pipeline(transaction=False)
         ttl = max(60, self.settings.session_ttl_s)
+        tails: dict[tuple[str, str, str, float], str] = {}  # one JSON tail per record
         for scope, shown in by_scope.items():
             if not shown:
                 continue
             key = self.keys.shown(scope)
-            pipe.hset(
-                key,
-                mapping={
-                    item.item_id: json.dumps(
-                        {
-                            "rec_id": item.rec_id,
-                            "position": item.position,
-                            "propensity": item.propensity,
-                            "policy": item.policy,
-                            "model_version": item.model_version,
-                            "event_time": item.event_time,
-                        }
-                    )
-                    for item in shown
-                },
-            )
+            pipe.hset(key, mapping={item.item_id: _shown_json(item, tails) for item in shown})
             pipe.expire(key, ttl)
         started = time.perf_counter()
         try:

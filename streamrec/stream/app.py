@@ -20,7 +20,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -182,6 +182,7 @@ async def _handle(
     append_times = {}
     sources = {}
     consumer_name = settings.stream.app_id
+    consumed: Counter[str] = Counter()  # per event type, added to the metric once per batch
     for item in batch:
         message = item.message
         try:
@@ -190,10 +191,12 @@ async def _handle(
             _dead_letter(outputs, settings, exc, message)
             metrics.EVENTS_INVALID.labels(exc.reason, consumer_name).inc()
             continue
-        metrics.EVENTS_CONSUMED.labels(event.type.value, consumer_name).inc()
+        consumed[event.type.value] += 1
         valid.append(event)
         sources[event.event_id] = message
         append_times[event.event_id] = message.timestamp
+    for kind, count in consumed.items():
+        metrics.EVENTS_CONSUMED.labels(kind, consumer_name).inc(count)
     lag.batch(batch)
     result = await _process(processor, valid, sources, outputs, settings)
     for key, record in result.recommendations:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,7 +102,6 @@ class BatchProcessor:
         for event, outcome in zip(events, outcomes, strict=True):
             if not outcome.applied:
                 result.duplicates += 1
-                metrics.EVENTS_DUPLICATE.inc()
                 if not outcome.reemit:
                     continue
                 result.reemitted += 1  # its outputs were lost with a crashed worker
@@ -136,6 +135,8 @@ class BatchProcessor:
         if requests:
             ranked = await self.recommender.rank(requests, self.settings.top_k)
             shown_by_scope: dict[str, list[Shown]] = {}
+            shown_by_policy: Counter[str] = Counter()  # metrics, added once per batch
+            recs_by_policy: Counter[str] = Counter()
             for request, ranking in zip(requests, ranked, strict=True):
                 explored += ranking.explored
                 record = self.recommender.record(request, ranking)
@@ -153,9 +154,15 @@ class BatchProcessor:
                     )
                     for item in record.items
                 ]
-                metrics.IMPRESSIONS.labels(record.policy).inc(len(record.items))
-                metrics.RECOMMENDATIONS.labels("stream", record.policy).inc()
+                shown_by_policy[record.policy] += len(record.items)
+                recs_by_policy[record.policy] += 1
+            for name, count in shown_by_policy.items():
+                metrics.IMPRESSIONS.labels(name).inc(count)
+            for name, count in recs_by_policy.items():
+                metrics.RECOMMENDATIONS.labels("stream", name).inc(count)
             await self.state.remember_shown_many(shown_by_scope)
+        if result.duplicates:
+            metrics.EVENTS_DUPLICATE.inc(result.duplicates)
         now = time.monotonic()
         policy = self.recommender.policy
         earned = rewards_by_policy.pop(policy, 0.0)
