@@ -192,6 +192,17 @@ class StreamSettings(BaseModel):
     popular_refresh_s: float = Field(
         1.0, ge=0, description="Max age of the in-process snapshot of popular items."
     )
+    gc_freeze: bool = Field(
+        True,
+        description="Once the worker is up, move every object alive into the garbage "
+        "collector's permanent generation (gc.freeze), so full collections scan only what the "
+        "stream allocates: they took 50-110 ms (the p99 latency) and take ~1 ms frozen.",
+    )
+    gc_thresholds: tuple[int, int, int] | None = Field(
+        (50_000, 20, 100),
+        description="gc.set_threshold for the worker process (Python's default 700, 10, 10 "
+        "collects every few events at stream rates); null = leave Python's.",
+    )
     new_item_slots: int = Field(
         1,
         ge=0,
