@@ -3,8 +3,9 @@
 Conventions (both models):
 
 * input sequences are item indices ``[batch, seq_len]``, **left**-padded with 0, oldest first,
-  ``seq_len <= max_len``; positions are aligned to the right end, so a batch padded to its own
-  longest history gives the same result as one padded to ``max_len``;
+  ``seq_len <= max_len``; a batch padded to its own longest history gives the same result as one
+  padded to ``max_len`` (SASRec numbers positions from the newest item, or from the oldest real
+  item with ``positions="absolute"``, never from the padding);
 * ``forward(item_seq)`` (training) returns hidden states ``[batch, seq_len, hidden]``; the score of
   item ``i`` after position ``t`` is ``hidden[:, t] @ output_weight[i]``;
 * :meth:`SequenceModel.get_predictions` is the serving path: top-k under ``inference_mode`` with
@@ -32,6 +33,8 @@ ModelKind = Literal["sasrec", "gru4rec"]
 LossName = Literal["ce", "gbce", "bpr-max"]
 _KINDS = ("sasrec", "gru4rec")
 _LOSSES = ("ce", "gbce", "bpr-max")
+PositionsName = Literal["recent", "absolute"]
+_POSITIONS = ("recent", "absolute")
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,10 @@ class ModelConfig:
     bpr_max_reg: float = 1.0
     #: Std of the normal init of embeddings and linear layers (biases start at zero).
     init_std: float = 0.02
+    #: SASRec position embedding: ``recent`` numbers positions from the newest item (it is
+    #: always max_len - 1); ``absolute`` from the oldest item in the window (0, 1, ...), so the
+    #: model also knows how far into their history a user is, as a GRU does from its state.
+    positions: PositionsName = "recent"
 
     def validate(self) -> ModelConfig:
         """Raise :class:`ModelError` listing every problem; return self when fine."""
@@ -74,6 +81,8 @@ class ModelConfig:
             problems.append("dropout must be in [0, 1)")
         if self.loss != "ce" and self.n_negatives < 1:
             problems.append("sampled losses need n_negatives >= 1")
+        if self.positions not in _POSITIONS:
+            problems.append(f"positions must be one of {_POSITIONS}, not {self.positions!r}")
         if not 0.0 <= self.gbce_t <= 1.0:
             problems.append("gbce_t must be in [0, 1]")
         if problems:

@@ -139,11 +139,19 @@ class SASRec(SequenceModel):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         seq_len = item_seq.shape[1]
         max_len = self.config.max_len
-        # Right-aligned positions: the newest item is always at max_len - 1.
-        positions = torch.arange(max_len - seq_len, max_len, device=item_seq.device)
-        is_item = (item_seq != 0).unsqueeze(-1).to(self.item_embedding.weight.dtype)
+        is_real = item_seq != 0
+        if self.config.positions == "absolute":
+            # 0 at each row's oldest real item (rows are left-padded): [batch, seq_len]
+            pads = seq_len - is_real.sum(dim=1, keepdim=True)
+            steps = torch.arange(seq_len, device=item_seq.device)[None]
+            position_states = self.position_embedding((steps - pads).clamp(min=0))
+        else:
+            # Right-aligned: the newest item is always at max_len - 1. [1, seq_len, hidden]
+            steps = torch.arange(max_len - seq_len, max_len, device=item_seq.device)
+            position_states = self.position_embedding(steps)[None]
+        is_item = is_real.unsqueeze(-1).to(self.item_embedding.weight.dtype)
         states = self.item_embedding(item_seq) * math.sqrt(self.config.hidden)
-        states = self.input_dropout(states + self.position_embedding(positions)[None])
+        states = self.input_dropout(states + position_states)
         states = states * is_item  # [batch, seq_len, hidden]
         allowed = causal_padding_mask(item_seq)[:, None]  # [batch, 1, seq_len, seq_len]
         attn_bias = torch.zeros(allowed.shape, dtype=states.dtype, device=states.device)

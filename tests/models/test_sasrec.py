@@ -120,3 +120,39 @@ def test_serving_fast_path_matches_training_path(kind: str) -> None:
     model = tiny_model(kind).eval()
     item_seq = _batch()
     assert torch.allclose(model.last_hidden(item_seq), model(item_seq)[:, -1], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("positions", "expected"),
+    [
+        (
+            "recent",
+            [8, 9, 10, 11],
+        ),  # shared by all rows; the newest item is always max_len - 1 (12 - 1)
+        ("absolute", [[0, 0, 0, 1], [0, 1, 2, 3]]),  # from each row's oldest real item
+    ],
+)
+def test_position_numbering(positions: str, expected: list[list[int]]) -> None:
+    model = tiny_model("sasrec", positions=positions).eval()
+    seen: list[torch.Tensor] = []
+    model.position_embedding.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
+    model(torch.tensor([[0, 0, 3, 4], [1, 2, 3, 4]]))
+    assert seen[0].tolist() == expected
+
+
+def test_absolute_positions_keep_padding_causality_and_fast_path() -> None:
+    model = tiny_model("sasrec", positions="absolute").eval()
+    short, padded = torch.tensor([[4, 5, 6]]), torch.tensor([[0, 0, 0, 0, 4, 5, 6]])
+    assert torch.allclose(model.last_hidden(short), model.last_hidden(padded), atol=1e-5)
+    item_seq = _batch()
+    changed = item_seq.clone()
+    changed[:, 5] = torch.tensor([11, 12])
+    before, after = model(item_seq), model(changed)
+    assert torch.allclose(before[:, :5], after[:, :5], atol=1e-6)
+    assert not torch.allclose(before[:, 5:], after[:, 5:])
+    assert torch.allclose(model.last_hidden(item_seq), before[:, -1], atol=1e-5)
+
+
+def test_unknown_positions_are_refused() -> None:
+    with pytest.raises(ModelError, match="positions"):
+        tiny_model("sasrec", positions="middle")
