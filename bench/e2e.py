@@ -494,11 +494,11 @@ def main() -> None:
         rate = 0.5 * one["eps"]
         n_latency = int(rate * args.latency_seconds)
         # --latency-seconds longer than --events lasts at this rate: read more of the log
-        paced = all_events if n_latency <= len(all_events) else payloads(n_latency)
+        paced = (all_events if n_latency <= len(all_events) else payloads(n_latency))[:n_latency]
         results["latency_rate_eps"] = rate
-        results["latency_events"] = len(paced[:n_latency])
-        streamrec_latency = latency_worker(base, paced[:n_latency], rate, logs)
-        raw_latency = latency_passthrough(base, paced[:n_latency], rate, batch)
+        results["latency_events"] = len(paced)
+        streamrec_latency = latency_worker(base, paced, rate, logs)
+        raw_latency = latency_passthrough(base, paced, rate, batch)
         results["latency"] = streamrec_latency
         results["raw_latency"] = raw_latency
         results["p50_ms"] = streamrec_latency["p50_ms"]
