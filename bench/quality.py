@@ -95,7 +95,7 @@ def write_results(results: dict[str, Any], out_dir: Path) -> None:
 
 
 #: Training options the command line may override (None: the model's recipe).
-_OVERRIDABLE = ("lr", "batch_size", "lr_schedule")
+_OVERRIDABLE = ("lr", "batch_size", "lr_schedule", "val_users", "validation_holdout")
 
 
 def _run_model(name: str, data: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -199,6 +199,16 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None, help="default: the model's recipe")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--lr-schedule", default=None, help="default: the recipe's")
+    parser.add_argument(
+        "--val-users", type=int, default=None, help="validate on a sample (default: all users)"
+    )
+    parser.add_argument(
+        "--validation-holdout",
+        choices=["all", "sampled"],
+        default=None,
+        help="sampled: only the --val-users sample's validation items are kept out of "
+        "training (the aprec/gSASRec protocol); default all",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads in all")
     parser.add_argument(
         "--jobs",
@@ -216,7 +226,14 @@ def main() -> None:
 
     data = build_sequences(load_movielens_1m())
     results: dict[str, Any] = {
-        "protocol": PROTOCOL,
+        "protocol": PROTOCOL
+        + (
+            f" OVERRIDDEN: validation on {args.val_users or 'all'} users, holdout "
+            f"{args.validation_holdout or 'all'} (sampled = the other users train on their "
+            "validation item)."
+            if args.val_users or args.validation_holdout
+            else ""
+        ),
         "commit": git_commit(),
         "dataset": {
             "users": data.n_users,

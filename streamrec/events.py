@@ -13,8 +13,9 @@ stable reason codes in :data:`REASONS`; consumers route such records to the dead
 
 from __future__ import annotations
 
+import itertools
 import json
-import uuid
+import os
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -225,13 +226,38 @@ class PolicyDecision(BaseModel):
     propensity: float = Field(gt=0, le=1, description="Probability of that action.")
 
 
+class _RecIds:
+    """32 hex characters: a random 64-bit prefix per process, then a counter. Unique like a
+    uuid4 for this use (ids never leave one deployment) at a fraction of the cost: the worker
+    makes one per recommendation, and ``uuid4`` reads the OS's random source every time."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+_rec_ids = _RecIds()
+
+
+def new_rec_id() -> str:
+    """A new recommendation id (see :class:`_RecIds`)."""
+    return _rec_ids()
+
+
 class Recommendation(BaseModel):
     """A ranked list published to the recommendations topic (and returned over HTTP)."""
 
     model_config = ConfigDict(frozen=True)
 
     schema_version: Literal[1] = 1
-    rec_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    rec_id: str = Field(default_factory=new_rec_id)
     user_id: str | None = None
     session_id: str | None = None
     event_id: str | None = Field(None, description="Event that triggered it (None: pull request).")

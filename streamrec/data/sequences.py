@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,9 +206,20 @@ class SequenceData:
     def n_users(self) -> int:
         return len(self.users)
 
-    def train_sequences(self) -> list[np.ndarray]:
-        """What a model may learn from: each user's items except the last two."""
-        return [seq[:-2] for seq in self.sequences]
+    def train_sequences(self, validated: Collection[int] | None = None) -> list[np.ndarray]:
+        """What a model may learn from: each user's items except the test item, and except the
+        validation item for the users in ``validated`` (positions in ``users``; None = all).
+
+        Holding out only a validation sample's items is the protocol of the aprec code behind
+        the gSASRec anchor (2,048 validation users on ML-1M): everyone else's second-last item
+        is trained on. The test item is never a training target either way.
+        """
+        if validated is None:
+            return [seq[:-2] for seq in self.sequences]
+        held_out = set(validated)
+        return [
+            seq[:-2] if user in held_out else seq[:-1] for user, seq in enumerate(self.sequences)
+        ]
 
     def validation_split(self) -> tuple[list[np.ndarray], np.ndarray]:
         """(inputs, targets) with the second-last item as target."""

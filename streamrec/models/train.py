@@ -88,6 +88,11 @@ class TrainConfig:
     k: int = 10
     #: Validate on a fixed random subset of users (None = all).
     val_users: int | None = None
+    #: Whose validation (second-last) item is kept out of training: ``all`` users', or only
+    #: the ``sampled`` validation users' (``val_users`` of them; everyone when unset), so the
+    #: others train on it, as in the aprec code behind the gSASRec anchor. The test item is
+    #: never trained on.
+    validation_holdout: str = "all"
     #: Keep only the first N users (quick experiments, tests).
     max_users: int | None = None
     min_item_interactions: int = 5
@@ -163,12 +168,21 @@ def train(
     data = data if data is not None else load_sequences(config)
     model_config = config.model_config(data.vocab.size)
     model = build_model(model_config).to(device)
-    train_sequences = data.train_sequences()
-    model.item_popularity.copy_(torch.as_tensor(popularity_counts(train_sequences, model.n_items)))
     val_inputs, val_targets = data.validation_split()
+    chosen = None
     if config.val_users and config.val_users < data.n_users:
         chosen = np.sort(rng.choice(data.n_users, config.val_users, replace=False))
         val_inputs, val_targets = [val_inputs[i] for i in chosen], val_targets[chosen]
+    if config.validation_holdout not in ("all", "sampled"):
+        raise ModelError(
+            f"validation_holdout must be all or sampled, not {config.validation_holdout!r}"
+        )
+    # sampled, but the sample is everyone (val_users unset or >= users): all are held out
+    sampled = config.validation_holdout == "sampled" and chosen is not None
+    train_sequences = data.train_sequences(
+        chosen.tolist() if sampled and chosen is not None else None
+    )
+    model.item_popularity.copy_(torch.as_tensor(popularity_counts(train_sequences, model.n_items)))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     _set_lr(optimizer, config, 0.0, 0.0)  # rejects an unknown schedule before any work
     plateau = (

@@ -173,3 +173,35 @@ def test_plateau_schedule_lowers_the_lr_when_validation_stalls(slice_data: Seque
 def test_unknown_lr_schedule_is_refused(slice_data: SequenceData) -> None:
     with pytest.raises(Exception, match="lr_schedule must be"):
         train(TrainConfig(lr_schedule="cosine", progress=False), data=slice_data.subset(20))
+
+
+def test_sampled_validation_holdout_trains_on_the_other_users_validation_items(
+    slice_data: SequenceData,
+) -> None:
+    data = slice_data.subset(60)
+    base = {
+        "model": "gru4rec",
+        "epochs": 1,
+        "num_threads": 1,
+        "progress": False,
+        "val_users": 20,
+        "model_params": {"max_len": 20, "hidden": 16},
+    }
+    held_all = train(TrainConfig(**base), data=data)
+    held_sampled = train(TrainConfig(**base, validation_holdout="sampled"), data=data)
+    # item_popularity counts the training targets' items: 40 users gained one each
+    total = int(sum(len(seq) for seq in data.sequences))
+    assert int(held_all.model.item_popularity.sum()) == total - 2 * 60
+    assert int(held_sampled.model.item_popularity.sum()) == total - 60 - 20
+    # validated on the same 20 users either way
+    assert held_sampled.validation.n_users == held_all.validation.n_users == 20
+    # a sample of everyone holds everyone's validation item out
+    everyone = train(
+        TrainConfig(**{**base, "val_users": None}, validation_holdout="sampled"), data=data
+    )
+    assert int(everyone.model.item_popularity.sum()) == total - 2 * 60
+
+
+def test_unknown_validation_holdout_is_refused(slice_data: SequenceData) -> None:
+    with pytest.raises(Exception, match="validation_holdout must be"):
+        train(TrainConfig(progress=False, validation_holdout="some"), data=slice_data.subset(20))

@@ -64,3 +64,18 @@ def test_too_small_log() -> None:
     frame = pd.DataFrame({"user_id": ["u"], "item_id": ["i"], "timestamp": [1]})
     with pytest.raises(DataError):
         build_sequences(frame)
+
+
+def test_train_sequences_hold_out_only_the_validation_sample() -> None:
+    frame = pd.DataFrame(
+        [(user, item, ts) for user in ("u1", "u2", "u3") for ts, item in enumerate("abcde")],
+        columns=["user_id", "item_id", "timestamp"],
+    )
+    data = build_sequences(frame, min_item_interactions=1, min_user_interactions=3)
+    validated = data.users.index("u2")
+    train = data.train_sequences([validated])
+    for user, seq in enumerate(data.sequences):
+        # the test item is never a training target; the validation item only for u2
+        expected = seq[:-2] if user == validated else seq[:-1]
+        assert train[user].tolist() == expected.tolist()
+    assert [s.tolist() for s in data.train_sequences()] == [s[:-2].tolist() for s in data.sequences]

@@ -100,3 +100,19 @@ def test_event_schema_validates_good_and_rejects_bad_with_jsonschema() -> None:
     jsonschema.validate(GOOD, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**GOOD, "type": "teleport"}, schema)
+
+
+def test_rec_ids_are_unique_hex_and_differ_in_a_forked_child() -> None:
+    import multiprocessing
+
+    from streamrec.events import new_rec_id
+
+    ids = [new_rec_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(rec_id) == 32 and int(rec_id, 16) >= 0 for rec_id in ids)
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        child = pool.apply(new_rec_id)
+    # a forked worker process must not repeat the parent's sequence
+    assert child[:16] != ids[-1][:16]
+    assert new_rec_id()[:16] == ids[-1][:16]
