@@ -1,8 +1,9 @@
 """Session and user state in Redis: one round trip per micro-batch, idempotent by event_id.
 
-:meth:`StateStore.apply` runs one Lua script call per event, all in a single pipeline (one round
-trip). Each call is atomic: it claims the event id with ``SET NX`` and only then updates the
-session, the user history and counters, the decayed popularity, and looks up whether the item
+:meth:`StateStore.apply` runs one Lua script call per micro-batch (one round trip), the events
+passed as one JSON argument: packing a pipeline of per-event calls, 16 arguments each, took ~20 %
+of the worker's handling time in a profile. The script applies the events in order; for each it
+claims the event id with ``SET NX`` and only then updates the session, the user history and counters, the decayed popularity, and looks up whether the item
 was recommended to this session (reward attribution). A redelivered event (same id, within
 ``dedup_ttl_s``) therefore changes nothing. The script returns the histories after the update,
 so ranking needs no second read.
@@ -49,6 +50,7 @@ POPULARITY_WEIGHTS = {"view": 1.0, "click": 1.0, "add_to_cart": 2.0, "purchase":
 # Settings are baked into the script text (one script per configuration) so each call carries
 # only what varies per event: fewer arguments to pack and send on the hot path.
 _APPLY = """
+local function apply_one(KEYS, ARGV)
 -- KEYS: 1 dedup, 2 session ('' when none), 3 user history, 4 user counters, 5 user sessions,
 --       6 pop, 7 pop by hour, 8 pop by device ('' when none), 9 shown-to-this-session
 -- ARGV: 1 item, 2 type, 3 ts, 4 popularity weight, 5 session_id, 6 attribute (0/1),
@@ -105,6 +107,13 @@ end
 local history = false
 if ARGV[7] == '1' then history = redis.call('LRANGE', KEYS[3], 0, -1) end
 return {{1, history, shown}}
+end
+-- ARGV[1]: the batch as a JSON array of events, each 9 keys then 7 arguments (above)
+local results = {{}}
+for index, row in ipairs(cjson.decode(ARGV[1])) do
+  results[index] = apply_one({{unpack(row, 1, 9)}}, {{unpack(row, 10, 16)}})
+end
+return results
 """
 
 
@@ -241,35 +250,37 @@ class StateStore:
         # Only the last event of each user in the batch reads the history back; earlier ones
         # are derived from it (see _histories), so a burst of one user costs one LRANGE.
         last_of_user = {event.user_id: index for index, event in enumerate(events)}
-        pipe = self.client.pipeline(transaction=False)
+        rows = []
         for index, event in enumerate(events):
             ts = event.ts
             device = event.context.device if event.context and event.context.device else None
             kind = event.type.value
             scope = event.session_id or event.user_id
-            pipe.evalsha(
-                sha,
-                9,
-                keys.event(event.event_id),
-                keys.session(event.session_id) if event.session_id else "",
-                keys.user_history(event.user_id),
-                keys.user_counters(event.user_id),
-                keys.user_sessions(event.user_id),
-                keys.popularity(),
-                keys.popularity(hour=time.gmtime(ts).tm_hour),
-                keys.popularity(device=device) if device else "",
-                keys.shown(scope),
-                event.item_id,
-                kind,
-                ts,
-                POPULARITY_WEIGHTS.get(kind, 1.0),
-                event.session_id or "",
-                "1" if kind in attribute else "0",
-                "1" if last_of_user[event.user_id] == index else "0",
+            rows.append(
+                (
+                    keys.event(event.event_id),
+                    keys.session(event.session_id) if event.session_id else "",
+                    keys.user_history(event.user_id),
+                    keys.user_counters(event.user_id),
+                    keys.user_sessions(event.user_id),
+                    keys.popularity(),
+                    keys.popularity(hour=time.gmtime(ts).tm_hour),
+                    keys.popularity(device=device) if device else "",
+                    keys.shown(scope),
+                    event.item_id,
+                    kind,
+                    repr(float(ts)),
+                    repr(float(POPULARITY_WEIGHTS.get(kind, 1.0))),
+                    event.session_id or "",
+                    "1" if kind in attribute else "0",
+                    "1" if last_of_user[event.user_id] == index else "0",
+                )
             )
+        # One script call for the batch, its events as one JSON argument (module docstring).
+        payload = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
         started = time.perf_counter()
         try:
-            replies = await pipe.execute()
+            replies = await self.client.evalsha(sha, 0, payload)
         except NoScriptError:
             raise
         except RedisError as exc:
