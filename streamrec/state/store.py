@@ -3,8 +3,9 @@
 :meth:`StateStore.apply` runs one Lua script call per micro-batch (one round trip), the events
 passed as one JSON argument: packing a pipeline of per-event calls, 16 arguments each, took ~20 %
 of the worker's handling time in a profile. The script applies the events in order; for each it
-claims the event id with ``SET NX`` and only then updates the session, the user history and counters, the decayed popularity, and looks up whether the item
-was recommended to this session (reward attribution). A redelivered event (same id, within
+claims the event id with ``SET NX`` and only then updates the session, the user history and
+counters, the decayed popularity, and looks up whether the item was recommended to this session
+(reward attribution). A redelivered event (same id, within
 ``dedup_ttl_s``) therefore changes nothing. The script returns the histories after the update,
 so ranking needs no second read.
 
