@@ -240,7 +240,7 @@ class _RecIds:
         self.counter = itertools.count()
 
     def __call__(self) -> str:
-        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFFFFFFFFFF:016x}"
+        return f"{self.prefix}{next(self.counter):016x}"
 
 
 _rec_ids = _RecIds()

@@ -179,11 +179,10 @@ def train(
         raise ModelError(
             f"validation_holdout must be all or sampled, not {config.validation_holdout!r}"
         )
-    # sampled, but the sample is everyone (val_users unset or >= users): all are held out
-    sampled = config.validation_holdout == "sampled" and chosen is not None
-    train_sequences = data.train_sequences(
-        chosen.tolist() if sampled and chosen is not None else None
-    )
+    held_out = None  # None: every user's validation item (see validation_holdout)
+    if config.validation_holdout == "sampled" and chosen is not None:
+        held_out = chosen.tolist()
+    train_sequences = data.train_sequences(held_out)
     model.item_popularity.copy_(torch.as_tensor(popularity_counts(train_sequences, model.n_items)))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     _set_lr(optimizer, config, 0.0, 0.0)  # rejects an unknown schedule before any work
