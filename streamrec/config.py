@@ -232,9 +232,16 @@ class OnlineSettings(BaseModel):
     train_every_events: int = Field(256, ge=1, description="Events between training rounds.")
     train_every_s: float = Field(5.0, gt=0, description="Max seconds between training rounds.")
     steps_per_round: int = Field(4, ge=1, description="Optimisation steps per round.")
-    batch_size: int = Field(256, ge=1, description="Examples per optimisation step.")
+    batch_size: int = Field(64, ge=1, description="Examples per optimisation step.")
     lr: float = Field(1e-4, gt=0, description="Fine-tuning learning rate (Adam).")
-    recent_share: float = Field(0.5, ge=0, le=1, description="Share of recent examples in a batch.")
+    train_positions: int = Field(
+        50,
+        ge=1,
+        description="Newest positions of each example trained as targets (1 = the event only).",
+    )
+    recent_share: float = Field(
+        0.75, ge=0, le=1, description="Share of recent examples in a batch."
+    )
     replay_recent: int = Field(4096, ge=1, description="Recent examples kept.")
     replay_reservoir: int = Field(16384, ge=0, description="Reservoir sample of older examples.")
     window: int = Field(5000, ge=10, description="Events in the rolling prequential window.")

@@ -110,6 +110,7 @@ class FineTuner:
             window=self.online.window,
             new_item_min_events=self.online.new_item_min_events,
             context_len=self.online.context_len,
+            train_positions=self.online.train_positions,
         )
         learner = OnlineLearner(served.model, served.vocab, config, serving_version=version)
         current = self.state_dir / "CURRENT"

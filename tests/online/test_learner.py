@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from streamrec.data.sequences import Vocabulary
 from streamrec.models.batching import left_pad
 from streamrec.online.buffer import ReplayBuffer
-from streamrec.online.learner import LearnerConfig, OnlineLearner
+from streamrec.online.learner import LearnerConfig, OnlineLearner, training_batch
 from streamrec.online.prequential import UNRANKABLE, RollingMetrics, rank_targets
 from tests.online.conftest import tiny_model
 
@@ -101,3 +102,19 @@ def test_replay_buffer_draws_every_new_example_before_repeating() -> None:
     assert buffer.fresh == 0
     buffer.add([6, 7])
     assert buffer.sample(1, recent_share=1.0) == [(6, 7)]
+
+
+def test_training_batch_targets_the_newest_positions_only() -> None:
+    examples = [(5, 6, 7, 8), (9, 3)]  # the streamed event is each example's last item
+    items, targets = training_batch(examples, context_len=10, train_positions=2)
+    assert items.tolist() == [[5, 6, 7], [0, 0, 9]]
+    # Position j's target is the item after it; older positions and padding have none.
+    assert targets.tolist() == [[0, 7, 8], [0, 0, 3]]
+
+    items, targets = training_batch(examples, context_len=10, train_positions=1)
+    assert targets.tolist() == [[0, 0, 8], [0, 0, 3]]
+    items, targets = training_batch(examples, context_len=2, train_positions=50)
+    assert items.tolist() == [[6, 7], [0, 9]]  # the context window cuts the oldest items
+    assert targets.tolist() == [[7, 8], [0, 3]]
+    with pytest.raises(ValueError, match="train_positions"):
+        training_batch(examples, context_len=10, train_positions=0)
