@@ -218,8 +218,11 @@ class FineTuner:
 
     # -- versions --------------------------------------------------------------------------
     def review(self) -> Decision:
-        """Judge the last promotion (roll back or confirm), else consider promoting."""
+        """Judge the last promotion (roll back or confirm); with none pending, or once it is
+        confirmed (in the same check, so a confirmation costs no extra period of staleness),
+        consider promoting the candidate. Returns the last decision taken."""
         learner = self.learner
+        verdict: Decision | None = None
         if learner.previous is not None:
             verdict = self.guard.judge(learner.since_promotion, learner.previous_metrics)
             if verdict.action == "rollback":
@@ -228,13 +231,14 @@ class FineTuner:
                 learner.adopt_serving(previous, restored)
                 metrics.MODEL_ROLLBACKS.inc()
                 self._log(verdict, restored)
-            elif verdict.action == "confirm":
-                learner.end_shadow()
-                self._log(verdict, learner.serving_version)
-            return verdict
+                return verdict
+            if verdict.action != "confirm":
+                return verdict
+            learner.end_shadow()
+            self._log(verdict, learner.serving_version)
         decision = self.guard.should_promote(learner.candidate_metrics, learner.serving_metrics)
         if decision.action != "promote":
-            return decision
+            return verdict or decision
         exported = learner.export()
         version = self.registry.save(
             exported,

@@ -81,6 +81,30 @@ def test_review_confirms_a_promotion_that_holds_up(tmp_path: Path, registry: Mod
     assert registry.current() == promoted and tuner.learner.previous is None
 
 
+def test_review_promotes_again_right_after_confirming(
+    tmp_path: Path, registry: ModelRegistry
+) -> None:
+    tuner = _tuner(tmp_path, registry)
+    learner = tuner.learner
+    learner.candidate_metrics.add([0] * 30)
+    learner.serving_metrics.add([5] * 30)
+    assert tuner.review().action == "promote"
+    first_promoted = registry.current()
+    learner.since_promotion.add([2] * 30)
+    learner.previous_metrics.add([2] * 30)
+    # The candidate kept learning and is ahead of the version just confirmed.
+    learner.serving_metrics.add([2] * 30)
+    learner.candidate_metrics.add([0] * 30)
+    assert tuner.review().action == "promote"
+    assert registry.current() != first_promoted
+    assert learner.previous_version == first_promoted
+    actions = [
+        line.split('"action": "')[1].split('"')[0]
+        for line in (registry.root / "promotions.jsonl").read_text().splitlines()
+    ]
+    assert actions == ["promote", "confirm", "promote"]
+
+
 def test_review_refuses_a_worse_candidate(tmp_path: Path, registry: ModelRegistry) -> None:
     tuner = _tuner(tmp_path, registry)
     before = [info.version for info in registry.list()]
