@@ -46,7 +46,7 @@ from streamrec.data.sequences import build_sequences  # noqa: E402
 from streamrec.models.registry import ModelRegistry  # noqa: E402
 from streamrec.models.train import TrainConfig, train  # noqa: E402
 from streamrec.online.finetuner import FineTuner  # noqa: E402
-from streamrec.online.learner import Observation, OnlineLearner  # noqa: E402
+from streamrec.online.learner import LearnerConfig, Observation, OnlineLearner  # noqa: E402
 
 
 def offline_model(frame: pd.DataFrame, registry: ModelRegistry, budget: float) -> str:
@@ -72,11 +72,20 @@ def histories_of(frame: pd.DataFrame, max_len: int = 200) -> dict[str, list[str]
 
 
 def frozen_baseline(
-    registry: ModelRegistry, version: str, stream: pd.DataFrame, histories: dict[str, list[str]]
+    registry: ModelRegistry,
+    version: str,
+    stream: pd.DataFrame,
+    histories: dict[str, list[str]],
+    context_len: int | None,
 ) -> OnlineLearner:
-    """The same prequential loop with no training and no promotion: the frozen model."""
+    """The same prequential loop with no training and no promotion: the frozen model, ranking
+    from the same newest ``context_len`` items as the fine-tuner (None: its whole window)."""
     served = registry.load(version)
-    learner = OnlineLearner(served.model, served.vocab.__class__.from_json(served.vocab.to_json()))
+    learner = OnlineLearner(
+        served.model,
+        served.vocab.__class__.from_json(served.vocab.to_json()),
+        LearnerConfig(context_len=context_len),
+    )
     learner.seed_histories(histories)
     pairs = list(zip(stream["user_id"], stream["item_id"], strict=True))
     for start in range(0, len(pairs), 512):
@@ -164,7 +173,10 @@ def run_part(
     learner = tuner.learner
     print(f"[{name}] fine-tuner done: {learner.examples_seen} events, {learner.steps} steps")
 
-    frozen = frozen_baseline(registry, version, stream, histories)
+    frozen = frozen_baseline(registry, version, stream, histories, settings.online.context_len)
+    # For reference: the frozen model ranking from its whole window (max_len), as the worker
+    # serves it. The comparison above uses the fine-tuner's context for both models.
+    full = frozen_baseline(registry, version, stream, histories, None)
     result: dict[str, Any] = {
         "cut": cut,
         "offline_events": len(offline),
@@ -173,6 +185,8 @@ def run_part(
         "stream_seconds": stream_seconds,
         "frozen_ndcg@10": frozen.serving_metrics.ndcg_all,
         "frozen_hr@10": frozen.serving_metrics.hr_all,
+        "context_len": settings.online.context_len,
+        "frozen_full_context_ndcg@10": full.serving_metrics.ndcg_all,
         "incremental_ndcg@10": learner.serving_metrics.ndcg_all,
         "candidate_ndcg@10": learner.candidate_metrics.ndcg_all,
         "promotions": sum(d.action == "promote" for d in tuner.decisions),
