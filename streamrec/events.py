@@ -316,6 +316,17 @@ def decode_event(raw: bytes | bytearray | memoryview | None, *, max_bytes: int =
         raise InvalidEvent("empty", "record has no value")
     if len(raw) > max_bytes:
         raise InvalidEvent("oversize", f"{len(raw)} bytes > limit {max_bytes}")
+    # The common case in one pass: pydantic-core parses and validates the bytes. It accepts
+    # nothing `_decode_checked` rejects (tests/unit/test_events.py compares the two); when it
+    # refuses, `_decode_checked` names the reason.
+    try:
+        return _EVENT_ADAPTER.validate_json(raw if isinstance(raw, bytes) else bytes(raw))
+    except ValidationError:
+        return _decode_checked(raw)
+
+
+def _decode_checked(raw: bytes | bytearray | memoryview) -> Any:
+    """Decode step by step, so a refusal carries the first reason that applies."""
     try:
         text = bytes(raw).decode("utf-8")
     except UnicodeDecodeError as exc:

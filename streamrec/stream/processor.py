@@ -43,32 +43,45 @@ class BatchResult:
 class PolicyStats:
     """Per policy, over this process's last ``window_s`` seconds: the share of recommendations
     in which the policy explored, and the reward attributed per recommendation. Exported as
-    ``streamrec_policy_exploration_rate`` and ``streamrec_policy_reward_mean``."""
+    ``streamrec_policy_exploration_rate`` and ``streamrec_policy_reward_mean``.
+
+    Running totals per policy, so a batch costs the same after hours as after seconds (a
+    busy worker adds ~100 batches a second to the window)."""
 
     def __init__(self, window_s: float = 300.0) -> None:
         self.window_s = window_s
         # (monotonic time, policy, recommendations, explored, reward value), one per batch
         self._buckets: deque[tuple[float, str, int, int, float]] = deque()
+        # policy -> [recommendations, explored, reward, buckets] over the buckets above
+        self._totals: dict[str, list[float]] = {}
         self._exported: set[str] = set()
 
     def add(
         self, policy: str, recommendations: int, explored: int, reward: float, now: float
     ) -> None:
         self._buckets.append((now, policy, recommendations, explored, reward))
+        total = self._totals.setdefault(policy, [0, 0, 0.0, 0])
+        total[0] += recommendations
+        total[1] += explored
+        total[2] += reward
+        total[3] += 1
 
     def export(self, now: float) -> dict[str, tuple[float, float]]:
         """Set the gauges; returns ``{policy: (exploration rate, reward mean)}``."""
-        while self._buckets and now - self._buckets[0][0] > self.window_s:
-            self._buckets.popleft()
-        totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
-        for _, policy, recommendations, explored, reward in self._buckets:
-            total = totals[policy]
-            total[0] += recommendations
-            total[1] += explored
-            total[2] += reward
+        buckets = self._buckets
+        while buckets and now - buckets[0][0] > self.window_s:
+            _, policy, recommendations, explored, reward = buckets.popleft()
+            total = self._totals[policy]
+            if total[3] == 1:  # its last bucket: drop it (and any rounding left in the sum)
+                del self._totals[policy]
+                continue
+            total[0] -= recommendations
+            total[1] -= explored
+            total[2] -= reward
+            total[3] -= 1
         out = {
             policy: (explored / recs, reward / recs)
-            for policy, (recs, explored, reward) in totals.items()
+            for policy, (recs, explored, reward, _) in self._totals.items()
             if recs > 0
         }
         for policy, (rate, mean) in out.items():
@@ -142,17 +155,20 @@ class BatchProcessor:
                 record = self.recommender.record(request, ranking)
                 scope = request.history.session_id or request.history.user_id or ""
                 result.recommendations.append((scope, record))
+                rec_id, policy, version = record.rec_id, record.policy, record.model_version
+                at = request.event_time or 0.0
+                propensities = ranking.propensities
                 shown_by_scope[scope] = [
                     Shown(
-                        item.item_id,
-                        record.rec_id,
-                        item.position,
-                        item.propensity,
-                        record.policy,
-                        record.model_version,
-                        request.event_time or 0.0,
+                        item,
+                        rec_id,
+                        position,
+                        propensities[position] if propensities else None,
+                        policy,
+                        version,
+                        at,
                     )
-                    for item in record.items
+                    for position, item in enumerate(ranking.item_ids)
                 ]
                 shown_by_policy[record.policy] += len(record.items)
                 recs_by_policy[record.policy] += 1

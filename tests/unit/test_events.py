@@ -116,3 +116,40 @@ def test_rec_ids_are_unique_hex_and_differ_in_a_forked_child() -> None:
     # a forked worker process must not repeat the parent's sequence
     assert child[:16] != ids[-1][:16]
     assert new_rec_id()[:16] == ids[-1][:16]
+
+
+_EDGE_CASES = [
+    json.dumps(GOOD).replace("1700000000", "NaN"),
+    json.dumps({**GOOD, "type": "purchase"})[:-1] + ', "value": Infinity}',
+    json.dumps(GOOD).replace('"u1"', '"\\ud800"'),
+    "\ufeff" + json.dumps(GOOD),
+    json.dumps(GOOD)[:-1] + ', "user_id": "u2"}',  # duplicate key: the last one wins
+    "  " + json.dumps(GOOD) + "\n",
+    json.dumps(GOOD) + " x",
+    json.dumps(GOOD).replace("1700000000", "1" + "0" * 400),
+    json.dumps(GOOD).replace("1700000000", '"1700000000"'),
+    json.dumps({**GOOD, "schema_version": True}),
+    json.dumps({**GOOD, "schema_version": 1.0}),
+    json.dumps({**GOOD, "context": {"device": "tv", "extra": "x"}}),
+    json.dumps([GOOD]),
+]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [m[1] for m in MALFORMED if m[1]]
+    + [case.encode("utf-8", "surrogatepass") for case in _EDGE_CASES],
+)
+def test_one_pass_decoding_accepts_only_what_the_checked_path_accepts(raw: bytes) -> None:
+    """decode_event tries pydantic-core's one-pass JSON validation first; whatever it accepts
+    must decode to the same event step by step, and the step-by-step path names the reasons."""
+    from pydantic import ValidationError
+
+    from streamrec.events import _EVENT_ADAPTER, _decode_checked
+
+    try:
+        fast = _EVENT_ADAPTER.validate_json(raw)
+    except ValidationError:
+        return
+    assert _decode_checked(raw) == fast
+    assert decode_event(raw, max_bytes=len(raw)) == fast

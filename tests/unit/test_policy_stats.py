@@ -28,3 +28,32 @@ def test_rates_over_the_window_and_exported_gauges() -> None:
     # A policy with nothing in the window is no longer exported.
     assert "greedy-test" not in stats.export(now=30.0)
     assert _gauge("streamrec_policy_exploration_rate", "greedy-test") is None
+
+
+def test_running_totals_match_a_recount_of_the_window() -> None:
+    """The totals are kept incrementally; after many batches in and out of the window they
+    still equal a recount of the batches inside it."""
+    import random
+
+    rng = random.Random(7)
+    stats = PolicyStats(window_s=3.0)
+    added: list[tuple[float, str, int, int, float]] = []
+    now = 0.0
+    for step in range(5_000):
+        now += rng.uniform(0.0, 0.02)
+        policy = rng.choice(["rl-sum", "greedy-sum"])
+        recs = rng.randint(0, 40)
+        row = (now, policy, recs, rng.randint(0, recs), rng.uniform(0.0, 3.0))
+        stats.add(row[1], row[2], row[3], row[4], now=now)
+        added.append(row)
+        if step % 250 == 0:
+            out = stats.export(now)
+            for policy in ("rl-sum", "greedy-sum"):
+                rows = [r for r in added if r[1] == policy and now - r[0] <= 3.0]
+                recs_in = sum(r[2] for r in rows)
+                if recs_in == 0:
+                    assert policy not in out
+                    continue
+                expected = (sum(r[3] for r in rows) / recs_in, sum(r[4] for r in rows) / recs_in)
+                assert out[policy] == pytest.approx(expected)
+    assert stats.export(now + 10.0) == {}
