@@ -192,6 +192,11 @@ class StreamSettings(BaseModel):
     popular_refresh_s: float = Field(
         1.0, ge=0, description="Max age of the in-process snapshot of popular items."
     )
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop",
+        description="The worker's event loop: uvloop (libuv; less overhead per callback and "
+        "socket read, which faust and the Redis client make many of) or Python's asyncio.",
+    )
     gc_freeze: bool = Field(
         True,
         description="Once the worker is up, move every object alive into the garbage "

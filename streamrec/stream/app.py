@@ -67,6 +67,13 @@ def _credentials(settings: Settings) -> Any:
     return context
 
 
+def _faust_datadir(settings: Settings) -> str:
+    """Under the streamrec home. faust formats the path (``{conf.name}``), so braces are
+    escaped."""
+    path = str(settings.home / "faust" / f"{settings.stream.app_id}-data")
+    return path.replace("{", "{{").replace("}", "}}")
+
+
 #: faust's count-based commit, out of reach (see build_app).
 _NEVER_BY_COUNT = 2**62
 
@@ -79,6 +86,8 @@ def build_app(settings: Settings, ranker: Ranker) -> faust.App:
         broker=[f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
         broker_credentials=_credentials(settings),
         store="memory://",
+        # faust's default is ./{app id}-data, wherever the worker was started.
+        datadir=_faust_datadir(settings),
         autodiscover=False,
         web_enabled=False,
         topic_replication_factor=settings.topics.replication_factor,
@@ -336,7 +345,12 @@ def run_worker(settings: Settings, ranker: Ranker, *, loglevel: str = "info") ->
     """Run the worker until SIGINT/SIGTERM (blocking)."""
     from faust.worker import Worker
 
+    if settings.stream.event_loop == "uvloop":
+        import mode.loop
+
+        mode.loop.use("uvloop")  # the loop policy, before faust creates its loops
     metrics.serve(settings.metrics_port, settings.metrics_host)
     app = build_app(settings, ranker)
+    app.conf.datadir.parent.mkdir(parents=True, exist_ok=True)  # faust makes only the last level
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
