@@ -1,8 +1,10 @@
 """Latency of :class:`SequenceRanker.rank` (end to end: id lookup, scoring, masking, top-k).
 
 Batch 1 / 64 / 256 at history length 50 and 200, for SASRec and GRU4Rec at ML-1M size
-(3,416 items, hidden 64). Reports p50/p99 per call and ranked candidates per second
-(= batch x catalogue size / latency). Writes ``bench/results/ranker_latency.json``::
+(3,416 items) with the training recipe's architecture (``DEFAULT_MODEL_PARAMS``: what
+``streamrec train`` serves, SASRec at hidden 128). Reports p50/p99 per call and ranked
+candidates per second (= batch x catalogue size / latency). Writes
+``bench/results/ranker_latency.json``::
 
     .venv/bin/python bench/ranker_latency.py
 """
@@ -28,6 +30,7 @@ from streamrec.data.sequences import Vocabulary  # noqa: E402
 from streamrec.models.base import ModelConfig  # noqa: E402
 from streamrec.models.checkpoint import build_model, load_checkpoint  # noqa: E402
 from streamrec.models.registry import LoadedModel  # noqa: E402
+from streamrec.models.train import DEFAULT_MODEL_PARAMS  # noqa: E402
 from streamrec.serving.ranker import History, RankContext  # noqa: E402
 from streamrec.serving.sequence_ranker import SequenceRanker  # noqa: E402
 
@@ -46,7 +49,7 @@ def make_loaded(kind: str, n_items: int, checkpoint: Path | None) -> LoadedModel
         loaded = load_checkpoint(checkpoint)
         return LoadedModel(loaded.model, loaded.vocab, loaded.meta, checkpoint.name)
     torch.manual_seed(0)
-    params = {"n_layers": 2 if kind == "sasrec" else 1, "hidden": 64, "max_len": 200}
+    params = DEFAULT_MODEL_PARAMS[kind]
     model = build_model(ModelConfig(kind=kind, n_items=n_items + 1, **params))  # type: ignore[arg-type]
     vocab = Vocabulary(f"item{i}" for i in range(1, n_items + 1))
     return LoadedModel(model.eval(), vocab, {}, "untrained")
@@ -107,6 +110,8 @@ def main() -> None:
                 rows.append(
                     {
                         "model": kind if args.checkpoint is None else ranker.name,
+                        "hidden": loaded.model.config.hidden,
+                        "n_layers": loaded.model.config.n_layers,
                         "batch": batch,
                         "seq_len": seq_len,
                         "calls": len(timings),

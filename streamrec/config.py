@@ -190,7 +190,11 @@ class StreamSettings(BaseModel):
         "(what `streamrec agent collect` turns into episodes for offline RL).",
     )
     popular_refresh_s: float = Field(
-        1.0, ge=0, description="Max age of the in-process snapshot of popular items."
+        1.0,
+        ge=0,
+        description="Max age of the in-process snapshot of popular items. A context's list "
+        "shorter than a request needs is read again every batch while the overall list "
+        "cannot fill the request alone.",
     )
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop",

@@ -61,7 +61,7 @@ class Recommender:
             return []
         longest = max(len(request.history.excluded()) for request in requests)
         contexts = [(r.hour, r.device) for r in requests]
-        popular = await self.popular_lists(contexts, k + longest + _POPULAR_SLACK)
+        popular = await self.popular_lists(contexts, k + longest + _POPULAR_SLACK, fill=k + longest)
         # One context object per distinct (hour, device) in the batch, shared by its requests.
         shared: dict[tuple[int | None, str | None], RankContext] = {}
         for hour, device in dict.fromkeys(contexts):
@@ -78,27 +78,44 @@ class Recommender:
         return ranked
 
     async def popular_lists(
-        self, contexts: list[tuple[int | None, str | None]], wanted: int
+        self,
+        contexts: list[tuple[int | None, str | None]],
+        wanted: int,
+        *,
+        fill: int | None = None,
     ) -> dict[tuple[int | None, str | None], list[tuple[str, float]]]:
+        """The overall list and each context's, ``wanted`` long, in at most one round trip.
+
+        ``fill`` (default ``wanted``) is what a request needs to be filled: k plus the items
+        it excludes. Lists come from the snapshot while younger than ``popular_refresh_s``
+        and either full (``wanted`` long) or backed by an overall list that can fill a
+        request alone. A short list holds its context's whole catalogue, which is still
+        growing (a new or small deployment): it is read again on every batch only while
+        serving it could leave a request unfilled."""
         now = time.monotonic()
-        needed = [(None, None), *dict.fromkeys(contexts)]
+        overall: Context = (None, None)
+        needed = [overall, *dict.fromkeys(contexts)]
         size = -(-wanted // 128) * 128  # round up so small changes in `wanted` reuse the cache
-        stale = [ctx for ctx in needed if not self._fresh(ctx, now, size)]
+        cached = self._popular.get(overall)
+        fills = (
+            cached is not None
+            and now - cached[0] <= self.popular_refresh_s
+            and len(cached[1]) >= (wanted if fill is None else fill)
+        )
+        stale = [ctx for ctx in needed if not self._fresh(ctx, now, size, fills)]
         if stale:
             fresh = await self.state.popular_many(size, stale)
             for ctx, rows in fresh.items():
                 self._popular[ctx] = (now, rows)
         return {ctx: self._popular[ctx][1] for ctx in needed}
 
-    def _fresh(self, ctx: Context, now: float, size: int) -> bool:
-        """A cached list serves while young and full. A list shorter than asked for holds the
-        context's whole catalogue, which is still growing (a new or small deployment) and cheap
-        to read, so it is read again on every batch rather than served stale."""
+    def _fresh(self, ctx: Context, now: float, size: int, overall_fills: bool) -> bool:
         cached = self._popular.get(ctx)
         if cached is None:
             return False
         fetched_at, rows = cached
-        return now - fetched_at <= self.popular_refresh_s and len(rows) >= size
+        young = now - fetched_at <= self.popular_refresh_s
+        return young and (len(rows) >= size or overall_fills)
 
     def _blended(
         self,

@@ -1,5 +1,7 @@
 """The recommender's snapshot of popular items, against real Redis: a short (still growing)
-list is read again on every batch, a full one is served from the snapshot until it ages out."""
+list is read again on every batch while it could leave a request unfilled; a full one, or a
+short context list backed by an overall list that fills the request, is served from the
+snapshot until it ages out."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from streamrec.state.store import StateStore
 pytestmark = pytest.mark.integration
 
 
-def _clicks(prefix: str, items: range) -> list[object]:
+def _clicks(prefix: str, items: range, *, at: int = 1_700_000_000) -> list[object]:
     return [
         parse_event(
             {
@@ -26,15 +28,15 @@ def _clicks(prefix: str, items: range) -> list[object]:
                 "session_id": f"{prefix}-s{item}",
                 "item_id": f"{prefix}-i{item}",
                 "type": "click",
-                "timestamp": 1_700_000_000 + item,
+                "timestamp": at + item,
             }
         )
         for item in items
     ]
 
 
-def _request() -> Request:
-    return Request(History([], user_id="someone", session_id="fresh"))
+def _request(hour: int | None = None) -> Request:
+    return Request(History([], user_id="someone", session_id="fresh"), hour=hour)
 
 
 def test_short_popular_list_is_reread_every_batch(stack_settings: Settings) -> None:
@@ -86,3 +88,44 @@ def test_full_popular_list_is_served_from_the_snapshot(stack_settings: Settings)
     before, cached, refreshed = asyncio.run(scenario())
     assert cached == before, "a full list younger than popular_refresh_s comes from the snapshot"
     assert refreshed[0] == "full-hot"
+
+
+def test_short_context_list_is_served_from_the_snapshot_when_the_overall_list_fills(
+    stack_settings: Settings,
+) -> None:
+    # 300 items clicked at 22:xx UTC, three at 01:xx: the 01 list is short, the overall full.
+    late, early = 1_700_000_000, 1_700_000_000 + 3 * 3600
+    hour = 1
+
+    async def scenario() -> tuple[list[str], list[str], list[str]]:
+        state = StateStore.from_settings(stack_settings.redis)
+        recommender = Recommender(state, PopularityRanker(), popular_refresh_s=1.0)
+        try:
+            await state.apply(_clicks("ctx-all", range(300), at=late), attribute=set())
+            await state.apply(_clicks("ctx-one", range(3), at=early), attribute=set())
+            before = (await recommender.rank([_request(hour)], k=5))[0].item_ids
+            hot = [
+                parse_event(
+                    {
+                        "event_id": f"ctx-hot-{n}",
+                        "user_id": f"ctx-hot-u{n}",
+                        "item_id": "ctx-hot",
+                        "type": "click",
+                        "timestamp": early + 60,
+                    }
+                )
+                for n in range(50)
+            ]
+            await state.apply(hot, attribute=set())
+            cached = (await recommender.rank([_request(hour)], k=5))[0].item_ids
+            await asyncio.sleep(1.2)
+            refreshed = (await recommender.rank([_request(hour)], k=5))[0].item_ids
+        finally:
+            await state.close()
+        return before, cached, refreshed
+
+    before, cached, refreshed = asyncio.run(scenario())
+    assert len(before) == 5, "the overall list fills up after the context's three items"
+    assert set(before[:3]) == {f"ctx-one-i{n}" for n in range(3)}
+    assert cached == before, "a short context list backed by a full overall list is a snapshot"
+    assert refreshed[0] == "ctx-hot"
