@@ -51,7 +51,11 @@ class KafkaSettings(BaseModel):
     sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
     ssl_cafile: str | None = Field(None, description="CA bundle for SSL / SASL_SSL.")
     client_id: str = Field("streamrec", description="Client id prefix sent to the broker.")
-    producer_linger_ms: int = Field(5, ge=0, description="Producer batching delay.")
+    producer_linger_ms: int = Field(
+        1,
+        ge=0,
+        description="Producer batching delay (the worker's outputs and the producer SDK).",
+    )
     producer_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
         "none",
         description="Producer compression; consumers must support it (aiokafka needs extras).",

@@ -118,6 +118,16 @@ return results
 """
 
 
+# ARGV[1]: JSON array of [key, item, record, item, record, ...], one per session (or user).
+_REMEMBER_SHOWN = """
+for _, row in ipairs(cjson.decode(ARGV[1])) do
+  redis.call('HSET', unpack(row))
+  redis.call('EXPIRE', row[1], {ttl})
+end
+return 0
+"""
+
+
 _CONFIRM = """
 for _, key in ipairs(KEYS) do redis.call('SET', key, 'd', 'XX', 'KEEPTTL') end
 return #KEYS
@@ -212,6 +222,8 @@ class StateStore:
         self._script = _script(settings, self.instance)
         self._apply_sha: str | None = None
         self._confirm_sha: str | None = None
+        self._shown_script = _REMEMBER_SHOWN.format(ttl=max(60, int(settings.session_ttl_s)))
+        self._shown_sha: str | None = None
 
     @classmethod
     def from_settings(cls, settings: RedisSettings) -> StateStore:
@@ -319,20 +331,30 @@ class StateStore:
         await self.remember_shown_many({scope: list(shown)})
 
     async def remember_shown_many(self, by_scope: dict[str, list[Shown]]) -> None:
-        if not by_scope:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        ttl = max(60, self.settings.session_ttl_s)
+        """Remember what was shown, per session (or user), in one script call: the records
+        as one JSON argument, as :meth:`apply` (a pipeline of an HSET and an EXPIRE per
+        session cost its packing per command)."""
         tails: dict[tuple[str, str, str, float], str] = {}  # one JSON tail per record
+        rows = []
         for scope, shown in by_scope.items():
             if not shown:
                 continue
-            key = self.keys.shown(scope)
-            pipe.hset(key, mapping={item.item_id: _shown_json(item, tails) for item in shown})
-            pipe.expire(key, ttl)
+            row = [self.keys.shown(scope)]
+            for item in shown:
+                row += (item.item_id, _shown_json(item, tails))
+            rows.append(row)
+        if not rows:
+            return
+        payload = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
         started = time.perf_counter()
         try:
-            await pipe.execute()
+            if self._shown_sha is None:
+                self._shown_sha = str(await self.client.script_load(self._shown_script))
+            try:
+                await self.client.evalsha(self._shown_sha, 0, payload)
+            except NoScriptError:  # Redis restarted or flushed its script cache
+                self._shown_sha = str(await self.client.script_load(self._shown_script))
+                await self.client.evalsha(self._shown_sha, 0, payload)
         except RedisError as exc:
             raise StateError(f"remembering shown items failed: {exc}") from exc
         metrics.REDIS_SECONDS.labels("remember_shown").observe(time.perf_counter() - started)

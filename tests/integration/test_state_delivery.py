@@ -6,6 +6,7 @@ a plain duplicate."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 import redis
@@ -69,6 +70,59 @@ def test_unconfirmed_events_are_reemitted_confirmed_ones_are_not(
             late = await state.apply([*first, click], attribute={"click"})
             assert [(a.applied, a.reemit) for a in late] == [(False, False)] * 3
             assert redis_snapshot(client, keys.all_pattern(), skip_prefix=keys.event("")) == before
+        finally:
+            await state.close()
+
+    asyncio.run(scenario())
+
+
+def test_shown_items_are_stored_per_scope_with_a_ttl_and_survive_a_script_flush(
+    stack_settings: Settings,
+) -> None:
+    client = redis.Redis.from_url(stack_settings.redis.url)
+    keys = Keys(stack_settings.redis.key_prefix)
+    at = 1_700_000_100.0
+
+    def page(rec_id: str, items: list[str]) -> list[Shown]:
+        return [
+            Shown(item, rec_id, position, 0.25 * position or None, "greedy", "v1", at)
+            for position, item in enumerate(items)
+        ]
+
+    async def scenario() -> None:
+        state = StateStore.from_settings(stack_settings.redis)
+        try:
+            await state.remember_shown_many(
+                {"sh-a": page("rec-a", ["x", "ÿ-é"]), "sh-b": page("rec-b", ["y"]), "sh-c": []}
+            )
+            stored = {
+                field.decode(): json.loads(value)
+                for field, value in client.hgetall(keys.shown("sh-a")).items()
+            }
+            assert stored == {
+                "x": {
+                    "position": 0,
+                    "propensity": None,
+                    "rec_id": "rec-a",
+                    "policy": "greedy",
+                    "model_version": "v1",
+                    "event_time": at,
+                },
+                "ÿ-é": {
+                    "position": 1,
+                    "propensity": 0.25,
+                    "rec_id": "rec-a",
+                    "policy": "greedy",
+                    "model_version": "v1",
+                    "event_time": at,
+                },
+            }
+            assert 0 < client.ttl(keys.shown("sh-a")) <= max(60, stack_settings.redis.session_ttl_s)
+            assert client.hkeys(keys.shown("sh-b")) == [b"y"]
+            assert not client.exists(keys.shown("sh-c"))
+            client.script_flush()  # Redis restarted or flushed its scripts: loaded again
+            await state.remember_shown_many({"sh-b": page("rec-b2", ["z"])})
+            assert sorted(client.hkeys(keys.shown("sh-b"))) == [b"y", b"z"]
         finally:
             await state.close()
 
