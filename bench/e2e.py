@@ -366,7 +366,7 @@ def workers(
             group = admin.describe_consumer_groups([settings.stream.app_id])[settings.stream.app_id]
             try:
                 description = group.result(10)
-            except KafkaException:  # coordinator still loading: ask again
+            except (KafkaException, TimeoutError):  # coordinator still loading: ask again
                 time.sleep(0.5)
                 continue
             members = [m for m in description.members if m.assignment.topic_partitions]
