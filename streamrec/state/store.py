@@ -118,10 +118,13 @@ return results
 """
 
 
-# ARGV[1]: JSON array of [key, item, record, item, record, ...], one per session (or user).
+# ARGV[1]: JSON array of [key, item, record, item, record, ...], one per session (or user);
+# a later field of the same item wins. HSET takes 500 pairs at a time (Lua's unpack is bounded).
 _REMEMBER_SHOWN = """
 for _, row in ipairs(cjson.decode(ARGV[1])) do
-  redis.call('HSET', unpack(row))
+  for first = 2, #row, 1000 do
+    redis.call('HSET', row[1], unpack(row, first, math.min(first + 999, #row)))
+  end
   redis.call('EXPIRE', row[1], {ttl})
 end
 return 0

@@ -158,7 +158,9 @@ class BatchProcessor:
                 rec_id, policy, version = record.rec_id, record.policy, record.model_version
                 at = request.event_time or 0.0
                 propensities = ranking.propensities
-                shown_by_scope[scope] = [
+                # Every page of the batch is remembered (a session with two views in one
+                # batch saw both); an item on several pages keeps its latest.
+                shown_by_scope.setdefault(scope, []).extend(
                     Shown(
                         item,
                         rec_id,
@@ -169,7 +171,7 @@ class BatchProcessor:
                         at,
                     )
                     for position, item in enumerate(ranking.item_ids)
-                ]
+                )
                 shown_by_policy[record.policy] += len(record.items)
                 recs_by_policy[record.policy] += 1
             for name, count in shown_by_policy.items():
