@@ -223,10 +223,8 @@ class StateStore:
         #: Marks the events this process applied (``1:<instance>``) until they are confirmed.
         self.instance = uuid.uuid4().hex[:16]
         self._script = _script(settings, self.instance)
-        self._apply_sha: str | None = None
-        self._confirm_sha: str | None = None
         self._shown_script = _REMEMBER_SHOWN.format(ttl=max(60, int(settings.session_ttl_s)))
-        self._shown_sha: str | None = None
+        self._shas: dict[str, str] = {}  # script text -> its digest, once loaded
 
     @classmethod
     def from_settings(cls, settings: RedisSettings) -> StateStore:
@@ -248,21 +246,23 @@ class StateStore:
         except RedisError:
             return False
 
+    async def _evalsha(self, script: str, numkeys: int, *args: Any) -> Any:
+        """Run ``script`` by its digest: loaded on first use, and again when Redis lost it
+        (restarted, or its script cache flushed)."""
+        sha = self._shas.get(script)
+        if sha is None:
+            sha = self._shas[script] = str(await self.client.script_load(script))
+        try:
+            return await self.client.evalsha(sha, numkeys, *args)
+        except NoScriptError:
+            sha = self._shas[script] = str(await self.client.script_load(script))
+            return await self.client.evalsha(sha, numkeys, *args)
+
     async def apply(self, events: Sequence[Any], *, attribute: set[str]) -> list[Applied]:
         """Apply a micro-batch of events in one round trip; see the module docstring."""
         if not events:
             return []
-        try:
-            return await self._apply_once(events, attribute)
-        except NoScriptError:  # Redis restarted or flushed its script cache
-            self._apply_sha = None
-            return await self._apply_once(events, attribute)
-
-    async def _apply_once(self, events: Sequence[Any], attribute: set[str]) -> list[Applied]:
         keys = self.keys
-        if self._apply_sha is None:
-            self._apply_sha = str(await self.client.script_load(self._script))
-        sha = self._apply_sha
         # Only the last event of each user in the batch reads the history back; earlier ones
         # are derived from it (see _histories), so a burst of one user costs one LRANGE.
         last_of_user = {event.user_id: index for index, event in enumerate(events)}
@@ -296,9 +296,7 @@ class StateStore:
         payload = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
         started = time.perf_counter()
         try:
-            replies = await self.client.evalsha(sha, 0, payload)
-        except NoScriptError:
-            raise
+            replies = await self._evalsha(self._script, 0, payload)
         except RedisError as exc:
             raise StateError(f"applying {len(events)} events failed: {exc}") from exc
         metrics.REDIS_SECONDS.labels("apply").observe(time.perf_counter() - started)
@@ -315,16 +313,10 @@ class StateStore:
         docstring). Markers that expired or were never set are left alone."""
         if not event_ids:
             return
-        if self._confirm_sha is None:
-            self._confirm_sha = str(await self.client.script_load(_CONFIRM))
         started = time.perf_counter()
         keys = [self.keys.event(event_id) for event_id in event_ids]
         try:
-            await self.client.evalsha(self._confirm_sha, len(keys), *keys)
-        except NoScriptError:
-            self._confirm_sha = None
-            await self.confirm(event_ids)
-            return
+            await self._evalsha(_CONFIRM, len(keys), *keys)
         except RedisError as exc:
             raise StateError(f"confirming {len(keys)} events failed: {exc}") from exc
         metrics.REDIS_SECONDS.labels("confirm").observe(time.perf_counter() - started)
@@ -351,13 +343,7 @@ class StateStore:
         payload = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
         started = time.perf_counter()
         try:
-            if self._shown_sha is None:
-                self._shown_sha = str(await self.client.script_load(self._shown_script))
-            try:
-                await self.client.evalsha(self._shown_sha, 0, payload)
-            except NoScriptError:  # Redis restarted or flushed its script cache
-                self._shown_sha = str(await self.client.script_load(self._shown_script))
-                await self.client.evalsha(self._shown_sha, 0, payload)
+            await self._evalsha(self._shown_script, 0, payload)
         except RedisError as exc:
             raise StateError(f"remembering shown items failed: {exc}") from exc
         metrics.REDIS_SECONDS.labels("remember_shown").observe(time.perf_counter() - started)

@@ -76,7 +76,7 @@ def test_unconfirmed_events_are_reemitted_confirmed_ones_are_not(
     asyncio.run(scenario())
 
 
-def test_shown_items_are_stored_per_scope_with_a_ttl_and_survive_a_script_flush(
+def test_shown_items_are_stored_per_scope_with_a_ttl_and_scripts_survive_a_flush(
     stack_settings: Settings,
 ) -> None:
     client = redis.Redis.from_url(stack_settings.redis.url)
@@ -123,6 +123,11 @@ def test_shown_items_are_stored_per_scope_with_a_ttl_and_survive_a_script_flush(
             client.script_flush()  # Redis restarted or flushed its scripts: loaded again
             await state.remember_shown_many({"sh-b": page("rec-b2", ["z"])})
             assert sorted(client.hkeys(keys.shown("sh-b"))) == [b"y", b"z"]
+            client.script_flush()  # and so are the state update's and the confirmation's
+            assert (await state.apply([_event(50)], attribute=set()))[0].applied
+            client.script_flush()
+            await state.confirm(["dl-50"])
+            assert client.get(keys.event("dl-50")) == b"d"
         finally:
             await state.close()
 
