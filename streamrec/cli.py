@@ -14,6 +14,7 @@ from rich.table import Table
 
 from streamrec.config import Settings, get_settings
 from streamrec.errors import StreamrecError
+from streamrec.log_options import ColumnsOption, NamesOption, SepOption, log_format
 
 app = typer.Typer(
     name="streamrec",
@@ -216,6 +217,9 @@ def replay(
     session_gap: Annotated[int, typer.Option(help="Seconds of inactivity that end a session.")] = (
         1800
     ),
+    columns: ColumnsOption = None,
+    sep: SepOption = None,
+    names: NamesOption = None,
 ) -> None:
     """Publish an interaction log to the events topic in timestamp order."""
     from streamrec.client import EventProducer
@@ -225,7 +229,7 @@ def replay(
 
     settings = _settings()
     try:
-        frame = load_dataset(dataset, limit=limit)
+        frame = load_dataset(dataset, limit=limit, log_format=log_format(columns, sep, names))
         source = Path(dataset).stem if Path(dataset).exists() else dataset
         with EventProducer(settings) as producer:
             sent = run_replay(

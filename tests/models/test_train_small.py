@@ -205,3 +205,29 @@ def test_sampled_validation_holdout_trains_on_the_other_users_validation_items(
 def test_unknown_validation_holdout_is_refused(slice_data: SequenceData) -> None:
     with pytest.raises(Exception, match="validation_holdout must be"):
         train(TrainConfig(progress=False, validation_holdout="some"), data=slice_data.subset(20))
+
+
+def test_cli_reads_a_log_with_its_own_columns_and_separator(
+    tmp_path: Path, ml1m_slice: pd.DataFrame
+) -> None:
+    log = tmp_path / "log.txt"
+    renamed = ml1m_slice.head(3000).rename(
+        columns={"user_id": "who", "item_id": "what", "timestamp": "when"}
+    )
+    renamed[["who", "what", "when"]].to_csv(log, index=False, sep="|")
+    options = ["--dataset", str(log), "--columns", "user=who,item=what,time=when", "--sep", "|"]
+    runner = CliRunner()
+    out = tmp_path / "ck"
+    command = ["train", "--model", "gru4rec", "--epochs", "1", "--threads", "1", "--out", str(out)]
+    trained = runner.invoke(app, [*command, *options])
+    assert trained.exit_code == 0, trained.output
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["train_config"]["log_format"] == {
+        "user_col": "who", "item_col": "what", "time_col": "when", "sep": "|"
+    }  # fmt: skip
+    evaluated = runner.invoke(app, ["evaluate", "--checkpoint", str(out), *options])
+    assert evaluated.exit_code == 0 and "ndcg@10" in evaluated.output, evaluated.output
+    unnamed = runner.invoke(app, ["evaluate", "--checkpoint", str(out), "--dataset", str(log)])
+    assert unnamed.exit_code == 1 and "lacks columns for user_id" in unnamed.output
+    bad = runner.invoke(app, ["evaluate", "--checkpoint", str(out), *options, "--columns", "u=x"])
+    assert bad.exit_code == 2 and "bad --columns" in bad.output

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from streamrec.data import load_dataset, load_interactions, load_movielens_1m
+from streamrec.data.loaders import LogFormat
 from streamrec.data.replay import assign_sessions, iter_events
 from streamrec.errors import DataError
 from streamrec.events import parse_event
@@ -86,3 +87,100 @@ def test_replayed_payloads_are_valid_events_with_deterministic_ids() -> None:
     assert {parse_event(p).type.value for p in iter_events(frame, source="x", as_type="click")} == {
         "click"
     }
+
+
+def test_columns_are_found_by_their_usual_names(tmp_path: Path) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text(
+        "UserId,movieId,Rating,unix_timestamp,extra\n007,m1,4.5,1700000000,x\n8,m2,3,1700000005,y\n"
+    )
+    frame = load_interactions(path)
+    assert list(frame["user_id"]) == ["007", "8"]  # ids stay strings, leading zeros kept
+    assert list(frame["item_id"]) == ["m1", "m2"]
+    assert list(frame["timestamp"]) == [1_700_000_000, 1_700_000_005]
+    assert list(frame["value"]) == [4.5, 3.0]
+    assert set(frame["type"]) == {"view"}
+
+
+def test_a_named_column_wins_over_an_alias_and_is_not_reused(tmp_path: Path) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text("user,session_id,item,time\nu1,s1,a,10\nu1,s2,b,20\n")
+    assert list(load_interactions(path)["user_id"]) == ["u1", "u1"]  # user before session
+    by_session = load_interactions(path, user_col="session_id")
+    assert list(by_session["user_id"]) == ["s1", "s2"]
+
+
+def test_headerless_multichar_separator_log(tmp_path: Path) -> None:
+    # MovieLens' own ratings.dat layout
+    path = tmp_path / "ratings.dat"
+    path.write_text("1::1193::5::978300760\n1::661::3::978302109\n")
+    log_format = LogFormat.parse(sep="::", names="user_id,item_id,value,timestamp")
+    frame = load_dataset(str(path), log_format=log_format)
+    assert list(frame["item_id"]) == ["1193", "661"]
+    assert list(frame["timestamp"]) == [978300760, 978302109]
+    assert list(frame["value"]) == [5.0, 3.0]
+
+
+def test_day_stamps_and_event_type_spellings(tmp_path: Path) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text(
+        "visitorid,itemid,date,event\n"
+        "1,a,20240102,addtocart\n"
+        "1,b,20240101,Transaction\n"
+        "2,c,20240103,view\n"
+    )
+    frame = load_interactions(path)
+    assert list(frame["timestamp"]) == [1_704_067_200, 1_704_153_600, 1_704_240_000]
+    assert list(frame["type"]) == ["purchase", "add_to_cart", "view"]
+
+
+def test_missing_columns_name_the_options(tmp_path: Path) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text("who,item,when\n1,a,5\n")
+    with pytest.raises(DataError, match=r"user_id \(usual names.*--user-col.*it has"):
+        load_interactions(path)
+    with pytest.raises(DataError, match="lacks columns \\['nope'\\]"):
+        load_interactions(path, user_col="nope")
+    frame = load_dataset(str(path), log_format=LogFormat.parse("user=who,time=when"))
+    assert list(frame["user_id"]) == ["1"]
+
+
+def test_log_format_from_the_command_line() -> None:
+    parsed = LogFormat.parse("user=visitor, item=sku,time=ts,type=event", sep="\\t")
+    assert parsed == LogFormat(
+        user_col="visitor", item_col="sku", time_col="ts", type_col="event", sep="\t"
+    )
+    assert LogFormat.from_dict(parsed.to_dict()) == parsed
+    assert LogFormat.parse().to_dict() == {}
+    for bad in ("user", "who=x", "user="):
+        with pytest.raises(DataError, match="bad --columns"):
+            LogFormat.parse(bad)
+    with pytest.raises(DataError, match="bad --names"):
+        LogFormat.parse(names="a,,b")
+    with pytest.raises(DataError, match="bad --names"):
+        LogFormat.parse(names="a,a")
+
+
+def test_replay_refuses_event_types_the_worker_would_dead_letter() -> None:
+    frame = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "b"],
+            "item_id": ["1", "2", "3"],
+            "timestamp": [0, 1, 2],
+            "type": ["view", "like", "like"],
+            "value": float("nan"),
+        }
+    )
+    with pytest.raises(DataError, match=r"\{'like': 2\}.*--as-type"):
+        iter_events(frame, source="t")
+    assert len(list(iter_events(frame, source="t", as_type="click"))) == 3
+
+
+@pytest.mark.parametrize("sep", [",", ";", "|", "\t"])
+def test_the_separator_is_sniffed(tmp_path: Path, sep: str) -> None:
+    path = tmp_path / "log.txt"
+    rows = [["user_id", "item_id", "timestamp"], ["u", "Heat (1995)", "5"], ["v", "b", "6"]]
+    if sep != ",":
+        rows[1][1] = "Heat, The (1995)"  # a comma inside a field of a non-comma log
+    path.write_text("\n".join(sep.join(row) for row in rows) + "\n")
+    assert list(load_interactions(path)["item_id"]) == [rows[1][1], "b"]
