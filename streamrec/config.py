@@ -58,7 +58,7 @@ class KafkaSettings(BaseModel):
     )
     producer_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
         "none",
-        description="Producer compression; consumers must support it (aiokafka needs extras).",
+        description="Producer compression; the worker reads every codec.",
     )
     extra: dict[str, str] = Field(
         default_factory=dict,
