@@ -157,7 +157,9 @@ class StreamSettings(BaseModel):
     )
     top_k: int = Field(10, ge=1, le=500, description="Items per recommendation.")
     batch_size: int = Field(256, ge=1, description="Max events ranked in one micro-batch.")
-    batch_max_wait_ms: int = Field(5, ge=0, description="Max wait to fill a micro-batch.")
+    batch_max_wait_ms: int = Field(
+        5, ge=0, description="Max wait for a micro-batch to fill, from its first event."
+    )
     max_inflight_batches: int = Field(
         4,
         ge=0,

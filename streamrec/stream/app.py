@@ -7,10 +7,10 @@ which commits.
 Input events are acknowledged only after the batch's outputs are acknowledged by the broker,
 so a crash redelivers (at-least-once); state is idempotent by event_id, so every valid event
 is reflected exactly once in state. Delivery is *pipelined*: batches are taken without
-auto-ack (``noack_take``), and while up to ``max_inflight_batches`` batches wait for their
-outputs' acknowledgements the next batch is already processed. Acks still happen in batch
-order, and state updates stay strictly sequential (one batch at a time), so per-session order
-holds.
+auto-ack (:class:`MicroBatches` over a ``noack()`` stream), and while up to
+``max_inflight_batches`` batches wait for their outputs' acknowledgements the next batch is
+already processed. Acks still happen in batch order, and state updates stay strictly
+sequential (one batch at a time), so per-session order holds.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from streamrec.events import decode_event, encode
 from streamrec.serving.ranker import Ranker
 from streamrec.serving.service import Recommender
 from streamrec.state.store import StateStore
+from streamrec.stream.batching import MicroBatches
 from streamrec.stream.processor import BatchProcessor, BatchResult
 
 __all__ = ["build_app", "run_worker"]
@@ -130,23 +131,22 @@ def build_app(settings: Settings, ranker: Ranker) -> faust.App:
         log.info("worker %s ready: ranker=%s", stream.app_id, ranker.version)
 
     @app.agent(events_topic)
-    async def process_events(events: faust.StreamT) -> None:
-        within = stream.batch_max_wait_ms / 1000
-        batches = events.noack_take(stream.batch_size, within=within)  # type: ignore[attr-defined]
+    async def process_events(stream_in: faust.StreamT) -> None:
+        events = stream_in.noack()  # type: ignore[attr-defined]  # acked in _acknowledge
+        batcher = MicroBatches(events.events(), stream.batch_size, stream.batch_max_wait_ms / 1000)
         inflight: deque[asyncio.Future[None]] = deque()
         try:
-            async for batch in batches:
-                while "processor" not in holder:  # pragma: no cover - start-up race
-                    await asyncio.sleep(0.01)
-                handled = await _handle(lag, batch, holder["processor"], settings, holder["out"])
-                previous = inflight[-1] if inflight else None
-                inflight.append(
-                    asyncio.ensure_future(
-                        _acknowledge(events, batch, handled, holder["state"], previous)
-                    )
-                )
-                while len(inflight) > stream.max_inflight_batches:
-                    await inflight.popleft()  # a DeliveryError crashes the agent, unacked
+            async with contextlib.aclosing(aiter(batcher)) as batches:
+                async for batch in batches:
+                    while "processor" not in holder:  # pragma: no cover - start-up race
+                        await asyncio.sleep(0.01)
+                    processor, out = holder["processor"], holder["out"]
+                    handled = await _handle(lag, batch, processor, settings, out)
+                    previous = inflight[-1] if inflight else None
+                    acked = _acknowledge(events, batch, handled, holder["state"], previous)
+                    inflight.append(asyncio.ensure_future(acked))
+                    while len(inflight) > stream.max_inflight_batches:
+                        await inflight.popleft()  # a DeliveryError crashes the agent, unacked
         finally:
             for task in inflight:  # stopping: acknowledge what was delivered, no more
                 task.cancel()
