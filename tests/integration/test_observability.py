@@ -182,8 +182,8 @@ def _round(settings: Settings, api: str, worker_port: int, round_: int) -> None:
             "timestamp": start + step * 10 + session,
             "context": {"device": "mobile" if session % 2 else "desktop"},
         }
+        for step in range(VIEWS_PER_SESSION)  # in time order, as a live stream comes
         for session in range(N_SESSIONS)
-        for step in range(VIEWS_PER_SESSION)
     ]
     with EventProducer(settings) as producer:
         for event in views:
