@@ -165,27 +165,43 @@ def movielens_1m_dir() -> Path:
 
 
 def _tidy(frame: pd.DataFrame, default_type: str) -> pd.DataFrame:
-    """Normalise columns and dtypes, drop unusable rows, stable-sort by time."""
+    """Normalise columns and dtypes, drop unusable rows (with a warning), stable-sort by time."""
     out = pd.DataFrame(
         {
-            "user_id": frame["user_id"].astype(str),
-            "item_id": frame["item_id"].astype(str),
+            "user_id": _ids(frame["user_id"]),
+            "item_id": _ids(frame["item_id"]),
             "timestamp": _to_epoch_seconds(frame["timestamp"]),
-            "type": _event_types(frame["type"]) if "type" in frame else default_type,
+            "type": _event_types(frame["type"], default_type) if "type" in frame else default_type,
             "value": pd.to_numeric(frame["value"], errors="coerce").astype("float64")
             if "value" in frame
             else np.nan,
         }
     )
-    out = out.dropna(subset=["user_id", "item_id", "timestamp"])
-    out = out[(out["user_id"] != "") & (out["item_id"] != "")]
+    unusable = out[["user_id", "item_id", "timestamp"]].isna()
+    if unusable.any(axis=None):
+        counts = {name: int(n) for name, n in unusable.sum().items() if n}
+        log.warning(
+            "dropped %d of %d rows without a user, item or readable time (%s)",
+            int(unusable.any(axis=1).sum()),
+            len(out),
+            ", ".join(f"{name}: {n}" for name, n in counts.items()),
+        )
+        out = out[~unusable.any(axis=1)]
     out["timestamp"] = out["timestamp"].astype("int64")
     out = out.sort_values("timestamp", kind="stable").reset_index(drop=True)
     return out[COLUMNS]
 
 
-def _event_types(column: pd.Series) -> pd.Series:
-    types = column.astype(str).str.strip().str.lower()
+def _ids(column: pd.Series) -> pd.Series:
+    """Ids as stripped strings; missing or blank ones as NaN (never the string ``"nan"``)."""
+    ids = column.astype(str).str.strip()
+    return ids.where(column.notna() & (ids != ""))
+
+
+def _event_types(column: pd.Series, default_type: str) -> pd.Series:
+    """Lower-cased, common spellings mapped; a missing type is ``default_type``."""
+    types = column.astype(str).str.strip().str.lower().where(column.notna(), default_type)
+    types = types.where(types != "", default_type)
     return types.map(lambda value: TYPE_SYNONYMS.get(value, value))
 
 
@@ -326,11 +342,12 @@ def _detect_columns(
             wanted[found] = target
             if found != target:
                 log.info("%s: column %r read as %s", path.name, found, target)
-    required = {"user_id": "--user-col", "item_id": "--item-col", "timestamp": "--time-col"}
+    required = {"user_id": "user", "item_id": "item", "timestamp": "time"}
     lacking = [target for target in required if target not in wanted.values()]
     if lacking:
         hints = ", ".join(
-            f"{target} (usual names: {', '.join(ALIASES[target][:6])}; or {required[target]})"
+            f"{target} (usual names: {', '.join(ALIASES[target][:6])}; "
+            f"or name it: --columns {required[target]}=NAME)"
             for target in lacking
         )
         raise DataError(f"{path} lacks columns for {hints}; it has {columns}")

@@ -137,7 +137,7 @@ def test_day_stamps_and_event_type_spellings(tmp_path: Path) -> None:
 def test_missing_columns_name_the_options(tmp_path: Path) -> None:
     path = tmp_path / "log.csv"
     path.write_text("who,item,when\n1,a,5\n")
-    with pytest.raises(DataError, match=r"user_id \(usual names.*--user-col.*it has"):
+    with pytest.raises(DataError, match=r"user_id \(usual names.*--columns user=NAME.*it has"):
         load_interactions(path)
     with pytest.raises(DataError, match="lacks columns \\['nope'\\]"):
         load_interactions(path, user_col="nope")
@@ -184,3 +184,22 @@ def test_the_separator_is_sniffed(tmp_path: Path, sep: str) -> None:
         rows[1][1] = "Heat, The (1995)"  # a comma inside a field of a non-comma log
     path.write_text("\n".join(sep.join(row) for row in rows) + "\n")
     assert list(load_interactions(path)["item_id"]) == [rows[1][1], "b"]
+
+
+def test_rows_without_ids_or_times_are_dropped_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text(
+        "user_id,item_id,timestamp,type\n"
+        "u,a,1,view\n"
+        ",b,2,view\n"  # no user: never the user "nan"
+        "u, ,3,view\n"  # blank item
+        "u,c,soon,view\n"  # unreadable time
+        "u,d,4,\n"  # no type: the default
+    )
+    with caplog.at_level("WARNING"):
+        frame = load_interactions(path)
+    assert list(frame["item_id"]) == ["a", "d"]
+    assert list(frame["type"]) == ["view", "view"]
+    assert "dropped 3 of 5 rows" in caplog.text
