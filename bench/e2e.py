@@ -3,8 +3,8 @@
 One run measures (see the project's "Stream worker" issue):
   (a) stage ceilings at the worker's batch size, each alone:
       kafka  - raw confluent-kafka consume -> produce pass-through, events -> output topic
-      redis  - the worker's state round trips for a batch (apply + popular + remember shown
-               + confirm delivered)
+      redis  - the worker's state round trips for a batch (apply, carrying the previous
+               batch's shown pages and delivery marks, + popular lists when due)
       ranker - the ranker alone on the same histories
       ceiling = min of the three
   (b) a naive worker: the same worker one event at a time, end to end (batch size 1: per-event
@@ -68,7 +68,7 @@ from streamrec.serving.factory import build_ranker  # noqa: E402
 from streamrec.serving.ranker import History, RankContext  # noqa: E402
 from streamrec.serving.service import Recommender  # noqa: E402
 from streamrec.stack import Stack, free_port  # noqa: E402
-from streamrec.state.store import Shown, StateStore  # noqa: E402
+from streamrec.state.store import Page, StateStore  # noqa: E402
 from streamrec.stream.processor import BatchProcessor  # noqa: E402
 
 
@@ -273,15 +273,13 @@ async def redis_stage(settings: Settings, events: list[Any], batch: int) -> floa
             [(time.gmtime(e.ts).tm_hour, None) for e in chunk], k + longest
         )
         top = [item for item, _ in popular[(None, None)][:k]]
-        await state.remember_shown_many(
-            {
-                e.key: [
-                    Shown(item, "r", i, None, "greedy", "v", e.ts) for i, item in enumerate(top)
-                ]
-                for e in chunk
-            }
+        # As the worker: what was shown, and (once delivered) the confirmations, are written
+        # with the next batch's apply.
+        state.defer_shown(
+            {e.key: [Page(f"r{e.event_id}", top, None, "greedy", "v", e.ts)] for e in chunk}
         )
-        await state.confirm([e.event_id for e in chunk])  # as the worker, once delivered
+        state.defer_confirm([e.event_id for e in chunk])
+    await state.flush()
     elapsed = time.perf_counter() - started
     await state.close()
     return len(events) / elapsed

@@ -9,14 +9,23 @@ counters, the decayed popularity, and looks up whether the item was recommended 
 ``dedup_ttl_s``) therefore changes nothing. The script returns the histories after the update,
 so ranking needs no second read.
 
+The same call carries the writes *deferred* since the previous one, ahead of the batch's
+events: the pages the previous batch showed (:meth:`StateStore.defer_shown`, so a click in
+this batch is attributed to them) and the markers of delivered outputs
+(:meth:`StateStore.defer_confirm`, below). Under load a batch costs one round trip in all;
+when no batch follows, :meth:`StateStore.flush` writes them (the worker flushes a batch's pages
+before it acknowledges its input, and a timer flushes any write left ``CONFIRM_DELAY_S``).
+
 The event-id marker also records whether the event's *outputs* (recommendation, reward) were
 delivered: ``1:<instance>`` = applied by that process (one id per :class:`StateStore`), ``d`` =
-outputs acknowledged by the broker (set by :meth:`StateStore.confirm` once the worker's output
-batch is delivered). A redelivered event whose marker is still ``1:`` of *another* instance —
+outputs acknowledged by the broker (set by :meth:`StateStore.defer_confirm` once the worker's
+output batch is delivered). A redelivered event whose marker is still ``1:`` of *another* instance —
 a worker died (or lost the partition) between applying it and delivering its outputs —
 changes no state but is reported as :attr:`Applied.reemit`, so its outputs are produced again:
 state exactly once, outputs at least once, nothing lost. A duplicate of an event this process
-applied and is still delivering is a plain duplicate.
+applied and is still delivering is a plain duplicate -- except when the batch is retried after
+a failed call (``apply(..., replay=True)``): that call may have applied it without the reply
+arriving, and its outputs were never produced, so they are produced now.
 
 Trade-offs: keys of one event span hash slots, so this targets a single Redis (or a primary with
 replicas / Sentinel), not Redis Cluster. The dedup window is bounded (``dedup_ttl_s``); an event
@@ -25,12 +34,14 @@ redelivered after that would count again.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
@@ -41,9 +52,12 @@ from streamrec.config import RedisSettings
 from streamrec.errors import StateError
 from streamrec.state.keys import Keys
 
-__all__ = ["POPULARITY_WEIGHTS", "Applied", "Shown", "StateStore"]
+__all__ = ["CONFIRM_DELAY_S", "POPULARITY_WEIGHTS", "Applied", "Page", "Shown", "StateStore"]
 
 log = logging.getLogger(__name__)
+
+#: Longest a deferred write waits for an :meth:`StateStore.apply` to carry it (an idle stream).
+CONFIRM_DELAY_S = 0.2
 
 #: How much one event of each type adds to an item's popularity.
 POPULARITY_WEIGHTS = {"view": 1.0, "click": 1.0, "add_to_cart": 2.0, "purchase": 3.0, "rating": 1.0}
@@ -51,6 +65,9 @@ POPULARITY_WEIGHTS = {"view": 1.0, "click": 1.0, "add_to_cart": 2.0, "purchase":
 # Settings are baked into the script text (one script per configuration) so each call carries
 # only what varies per event: fewer arguments to pack and send on the hot path.
 _APPLY = """
+-- ARGV[4]: '1' when this batch is retried after a failed call, which may have applied it:
+-- this process's own unconfirmed markers then also mean "emit its outputs again"
+local replay = ARGV[4] == '1'
 local function apply_one(KEYS, ARGV)
 -- KEYS: 1 dedup, 2 session ('' when none), 3 user history, 4 user counters, 5 user sessions,
 --       6 pop, 7 pop by hour, 8 pop by device ('' when none), 9 shown-to-this-session
@@ -63,8 +80,7 @@ if not redis.call('SET', KEYS[1], '1:{instance}', 'NX', 'EX', {dedup_ttl}) then
   -- Applied by another (dead or former) process and never confirmed: emit its outputs again.
   -- Applied by this process: its outputs are on their way (or this process crashes and the
   -- next one, with a new instance id, re-emits them).
-  if marker ~= 'd' and marker ~= '1:{instance}' then
-    status = 2
+  if marker ~= 'd' and (marker ~= '1:{instance}' or replay) then
     status = 2
     if ARGV[6] == '1' then shown = redis.call('HGET', KEYS[9], ARGV[1]) end
   end
@@ -109,31 +125,39 @@ local history = false
 if ARGV[7] == '1' then history = redis.call('LRANGE', KEYS[3], 0, -1) end
 return {{1, history, shown}}
 end
+-- ARGV[2]: deferred writes of earlier batches, before this batch's events (a click in this
+-- batch is attributed to a page an earlier batch showed): pages shown, as a JSON array of
+-- [shown key, record tail, first position, [item, ...], [propensity or false, ...]];
+-- the field of an item is the JSON record attribution reads back, and a later page wins.
+if ARGV[2] ~= '' then
+  for _, page in ipairs(cjson.decode(ARGV[2])) do
+    local key, tail, first, items, props = page[1], page[2], page[3], page[4], page[5]
+    local fields = {{}}
+    for index, item in ipairs(items) do
+      local propensity = props[index]
+      if propensity == false then propensity = 'null' end
+      fields[#fields + 1] = item
+      fields[#fields + 1] = '{{"position": ' .. (first + index - 1) .. ', "propensity": '
+        .. propensity .. ', ' .. tail
+    end
+    for start = 1, #fields, 1000 do  -- unpack is bounded: 500 pairs per HSET
+      redis.call('HSET', key, unpack(fields, start, math.min(start + 999, #fields)))
+    end
+    redis.call('EXPIRE', key, {shown_ttl})
+  end
+end
+-- ARGV[3]: deferred writes: event markers whose outputs the broker acknowledged
+if ARGV[3] ~= '' then
+  for _, key in ipairs(cjson.decode(ARGV[3])) do
+    redis.call('SET', key, 'd', 'XX', 'KEEPTTL')
+  end
+end
 -- ARGV[1]: the batch as a JSON array of events, each 9 keys then 7 arguments (above)
 local results = {{}}
 for index, row in ipairs(cjson.decode(ARGV[1])) do
   results[index] = apply_one({{unpack(row, 1, 9)}}, {{unpack(row, 10, 16)}})
 end
 return results
-"""
-
-
-# ARGV[1]: JSON array of [key, item, record, item, record, ...], one per session (or user);
-# a later field of the same item wins. HSET takes 500 pairs at a time (Lua's unpack is bounded).
-_REMEMBER_SHOWN = """
-for _, row in ipairs(cjson.decode(ARGV[1])) do
-  for first = 2, #row, 1000 do
-    redis.call('HSET', row[1], unpack(row, first, math.min(first + 999, #row)))
-  end
-  redis.call('EXPIRE', row[1], {ttl})
-end
-return 0
-"""
-
-
-_CONFIRM = """
-for _, key in ipairs(KEYS) do redis.call('SET', key, 'd', 'XX', 'KEEPTTL') end
-return #KEYS
 """
 
 
@@ -146,6 +170,7 @@ def _script(settings: RedisSettings, instance: str) -> str:
         user_ttl=int(settings.user_ttl_s),
         user_len=int(settings.user_history_len),
         half_life=repr(float(settings.popularity_half_life_s)),
+        shown_ttl=max(60, int(settings.session_ttl_s)),
     )
 
 
@@ -161,8 +186,7 @@ class Applied:
 
 
 class Shown(NamedTuple):
-    """An item shown in a recommendation, remembered for reward attribution. (A named tuple:
-    the worker makes one per shown item, and a frozen dataclass costs ~3x as much to build.)"""
+    """One item shown in a recommendation, remembered for reward attribution."""
 
     item_id: str
     rec_id: str
@@ -173,22 +197,72 @@ class Shown(NamedTuple):
     event_time: float
 
 
-def _shown_json(item: Shown, tails: dict[tuple[str, str, str, float], str]) -> str:
-    """``item`` as the JSON object attribution reads back (the per-record fields serialised
-    once per record: a page's items differ only in position and propensity)."""
-    key = (item.rec_id, item.policy, item.model_version, item.event_time)
-    tail = tails.get(key)
+class Page(NamedTuple):
+    """A recommendation as shown: its items at positions ``first_position``, +1, ... (one
+    tuple per list, not per item: the worker remembers every list it publishes)."""
+
+    rec_id: str
+    item_ids: Sequence[str]
+    propensities: Sequence[float] | None
+    policy: str
+    model_version: str
+    event_time: float
+    first_position: int = 0
+
+
+def _page_row(key: str, page: Page, tails: dict[tuple[str, str, str, float], str]) -> list[Any]:
+    """``page`` as the script reads it: the record's own fields serialised once (as the tail
+    of each item's JSON object), the item fields built in the script."""
+    tail_key = (page.rec_id, page.policy, page.model_version, page.event_time)
+    tail = tails.get(tail_key)
     if tail is None:
-        tail = tails[key] = json.dumps(
+        tail = tails[tail_key] = json.dumps(
             {
-                "rec_id": item.rec_id,
-                "policy": item.policy,
-                "model_version": item.model_version,
-                "event_time": item.event_time,
+                "rec_id": page.rec_id,
+                "policy": page.policy,
+                "model_version": page.model_version,
+                "event_time": page.event_time,
             }
         )[1:]
-    propensity = "null" if item.propensity is None else repr(float(item.propensity))
-    return f'{{"position": {int(item.position)}, "propensity": {propensity}, {tail}'
+    props = page.propensities
+    propensities = (
+        [repr(float(p)) for p in props] if props is not None else [False] * len(page.item_ids)
+    )
+    return [key, tail, int(page.first_position), list(page.item_ids), propensities]
+
+
+@dataclass(slots=True)
+class _Deferred:
+    """Writes waiting for the next state round trip (see :meth:`StateStore.defer_shown`)."""
+
+    pages: list[list[Any]] = field(default_factory=list)
+    confirms: list[str] = field(default_factory=list)
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    since: float = 0.0  # monotonic time of the oldest write
+
+    def __bool__(self) -> bool:
+        return bool(self.pages or self.confirms)
+
+    def then(self, later: _Deferred) -> _Deferred:
+        """These writes, then ``later``'s (a failed call's writes go back in front)."""
+        return _Deferred(
+            self.pages + later.pages,
+            self.confirms + later.confirms,
+            self.waiters + later.waiters,
+            self.since if self else later.since,
+        )
+
+    def settle(self, error: BaseException | None = None) -> None:
+        for waiter in self.waiters:
+            if not waiter.done():
+                if error is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(error)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _histories(events: Sequence[Any], replies: Sequence[Any]) -> list[list[str]]:
@@ -223,8 +297,11 @@ class StateStore:
         #: Marks the events this process applied (``1:<instance>``) until they are confirmed.
         self.instance = uuid.uuid4().hex[:16]
         self._script = _script(settings, self.instance)
-        self._shown_script = _REMEMBER_SHOWN.format(ttl=max(60, int(settings.session_ttl_s)))
         self._shas: dict[str, str] = {}  # script text -> its digest, once loaded
+        self._deferred = _Deferred()  # carried by the next apply (or flush)
+        self._writing = asyncio.Lock()  # state writes reach Redis in the order they are taken
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_settings(cls, settings: RedisSettings) -> StateStore:
@@ -238,6 +315,14 @@ class StateStore:
         return cls(client, settings)
 
     async def close(self) -> None:
+        """Write what is deferred (best effort), then close the connections."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+        try:
+            await self.flush()
+        except StateError as exc:
+            log.warning("closing with deferred writes not written: %s", exc)
+            self._deferred.settle(exc)
         await self.client.aclose()
 
     async def ping(self) -> bool:
@@ -258,8 +343,15 @@ class StateStore:
             sha = self._shas[script] = str(await self.client.script_load(script))
             return await self.client.evalsha(sha, numkeys, *args)
 
-    async def apply(self, events: Sequence[Any], *, attribute: set[str]) -> list[Applied]:
-        """Apply a micro-batch of events in one round trip; see the module docstring."""
+    async def apply(
+        self, events: Sequence[Any], *, attribute: set[str], replay: bool = False
+    ) -> list[Applied]:
+        """Apply a micro-batch of events in one round trip; see the module docstring. The
+        writes deferred so far go first, in the same call.
+
+        ``replay``: the batch is retried after a call that failed and may have applied it;
+        events this process applied without confirming them are then reported as
+        :attr:`Applied.reemit` (their outputs were never produced)."""
         if not events:
             return []
         keys = self.keys
@@ -294,12 +386,7 @@ class StateStore:
             )
         # One script call for the batch, its events as one JSON argument (module docstring).
         payload = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
-        started = time.perf_counter()
-        try:
-            replies = await self._evalsha(self._script, 0, payload)
-        except RedisError as exc:
-            raise StateError(f"applying {len(events)} events failed: {exc}") from exc
-        metrics.REDIS_SECONDS.labels("apply").observe(time.perf_counter() - started)
+        replies = await self._write("apply", payload, replay, f"applying {len(events)} events")
         histories = _histories(events, replies)
         out = []
         for reply, history in zip(replies, histories, strict=True):
@@ -308,45 +395,144 @@ class StateStore:
             out.append(Applied(applied, history if applied or reemit else [], shown, reemit))
         return out
 
-    async def confirm(self, event_ids: Sequence[str]) -> None:
-        """Mark these applied events' outputs as delivered (one round trip; see the module
-        docstring). Markers that expired or were never set are left alone."""
-        if not event_ids:
+    async def _write(self, operation: str, events: str, replay: bool, what: str) -> Any:
+        """One call of the state script: the deferred writes, then ``events`` (a JSON array).
+        Writes are taken and sent under a lock, so they reach Redis in the order they were
+        made; a failed call puts its deferred writes back in front (they are idempotent)."""
+        async with self._writing:
+            carried, self._deferred = self._deferred, _Deferred()
+            pages = _dumps(carried.pages) if carried.pages else ""
+            confirms = _dumps(carried.confirms) if carried.confirms else ""
+            started = time.perf_counter()
+            try:
+                reply = await self._evalsha(
+                    self._script, 0, events, pages, confirms, "1" if replay else "0"
+                )
+            except RedisError as exc:
+                self._deferred = carried.then(self._deferred)
+                raise StateError(f"{what} failed: {exc}") from exc
+            except BaseException:  # cancelled mid-call: the writes may not have been made
+                self._deferred = carried.then(self._deferred)
+                raise
+            metrics.REDIS_SECONDS.labels(operation).observe(time.perf_counter() - started)
+        carried.settle()
+        return reply
+
+    def defer_shown(self, by_scope: dict[str, list[Page]]) -> asyncio.Future[None]:
+        """Remember what was shown, per session (or user), with the next state call: the next
+        :meth:`apply` (before its events, so a click in that batch is attributed) or
+        :meth:`flush`. Returns a future that is done once the pages are in Redis (see
+        :meth:`settle`)."""
+        tails: dict[tuple[str, str, str, float], str] = {}  # one JSON tail per record
+        pages = [
+            _page_row(self.keys.shown(scope), page, tails)
+            for scope, scope_pages in by_scope.items()
+            for page in scope_pages
+        ]
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not pages:
+            waiter.set_result(None)
+            return waiter
+        self._defer(pages=pages, waiter=waiter)
+        return waiter
+
+    def defer_confirm(self, event_ids: Sequence[str]) -> None:
+        """Mark these applied events' outputs as delivered (see the module docstring), with
+        the next state call, or at most ``CONFIRM_DELAY_S`` from now. Markers that expired or
+        were never set are left alone. Best effort: a mark that is lost only lets a
+        redelivery produce the outputs again."""
+        if event_ids:
+            self._defer(confirms=[self.keys.event(event_id) for event_id in event_ids])
+
+    def _defer(
+        self,
+        *,
+        pages: list[list[Any]] | None = None,
+        confirms: list[str] | None = None,
+        waiter: asyncio.Future[None] | None = None,
+    ) -> None:
+        deferred = self._deferred
+        if not deferred:
+            deferred.since = time.monotonic()
+        deferred.pages += pages or []
+        deferred.confirms += confirms or []
+        if waiter is not None:
+            deferred.waiters.append(waiter)
+        if self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(
+                CONFIRM_DELAY_S, self._on_flush_timer
+            )
+
+    def _on_flush_timer(self) -> None:
+        """Write what no apply carried within ``CONFIRM_DELAY_S`` (an idle stream)."""
+        self._flush_timer = None
+        if not self._deferred:
             return
-        started = time.perf_counter()
-        keys = [self.keys.event(event_id) for event_id in event_ids]
+        age = time.monotonic() - self._deferred.since
+        if age < CONFIRM_DELAY_S:  # newer writes than the timer's: wait for them
+            loop = asyncio.get_running_loop()
+            self._flush_timer = loop.call_later(CONFIRM_DELAY_S - age, self._on_flush_timer)
+            return
+        task = asyncio.ensure_future(self._flush_quietly())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _flush_quietly(self) -> None:
         try:
-            await self._evalsha(_CONFIRM, len(keys), *keys)
-        except RedisError as exc:
-            raise StateError(f"confirming {len(keys)} events failed: {exc}") from exc
-        metrics.REDIS_SECONDS.labels("confirm").observe(time.perf_counter() - started)
+            await self.flush()
+        except StateError as exc:  # kept; the next call carries them, or the timer again
+            log.warning("deferred state writes failed (kept for the next call): %s", exc)
+            if self._deferred and self._flush_timer is None:
+                loop = asyncio.get_running_loop()
+                self._flush_timer = loop.call_later(CONFIRM_DELAY_S, self._on_flush_timer)
+
+    async def flush(self) -> None:
+        """Write what is deferred now, in one round trip (nothing when nothing is)."""
+        if self._deferred:
+            await self._write("flush", "[]", False, "writing deferred state")
+
+    async def settle(self, written: asyncio.Future[None], *, within: float = 0.0) -> None:
+        """Return once ``written`` (from :meth:`defer_shown`) is in Redis: at once if a call
+        already carried it, after that call if one is carrying it; else it waits up to
+        ``within`` seconds for an :meth:`apply` to carry it, and then flushes it.
+
+        Raises:
+            StateError: the flush failed (the writes stay deferred; call again to retry).
+        """
+        if within > 0 and not written.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(written), within)
+        if not written.done() and any(w is written for w in self._deferred.waiters):
+            await self.flush()
+        await written
+
+    async def confirm(self, event_ids: Sequence[str]) -> None:
+        """:meth:`defer_confirm`, written now."""
+        self.defer_confirm(event_ids)
+        await self.flush()
 
     async def remember_shown(self, scope: str, shown: Sequence[Shown]) -> None:
-        """Remember what was shown to a session (or user) for reward attribution."""
+        """Remember what was shown to a session (or user) for reward attribution, now."""
         await self.remember_shown_many({scope: list(shown)})
 
     async def remember_shown_many(self, by_scope: dict[str, list[Shown]]) -> None:
-        """Remember what was shown, per session (or user), in one script call: the records
-        as one JSON argument, as :meth:`apply` (a pipeline of an HSET and an EXPIRE per
-        session cost its packing per command)."""
-        tails: dict[tuple[str, str, str, float], str] = {}  # one JSON tail per record
-        rows = []
-        for scope, shown in by_scope.items():
-            if not shown:
-                continue
-            row = [self.keys.shown(scope)]
-            for item in shown:
-                row += (item.item_id, _shown_json(item, tails))
-            rows.append(row)
-        if not rows:
-            return
-        payload = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
-        started = time.perf_counter()
-        try:
-            await self._evalsha(self._shown_script, 0, payload)
-        except RedisError as exc:
-            raise StateError(f"remembering shown items failed: {exc}") from exc
-        metrics.REDIS_SECONDS.labels("remember_shown").observe(time.perf_counter() - started)
+        """:meth:`defer_shown` of single items (each at its own position), written now."""
+        pages = {
+            scope: [
+                Page(
+                    item.rec_id,
+                    [item.item_id],
+                    None if item.propensity is None else [item.propensity],
+                    item.policy,
+                    item.model_version,
+                    item.event_time,
+                    item.position,
+                )
+                for item in shown
+            ]
+            for scope, shown in by_scope.items()
+        }
+        await self.settle(self.defer_shown(pages))
 
     async def history(self, *, session_id: str | None, user_id: str | None) -> list[str]:
         """Items of the user (or, without a user, of the session), oldest first."""

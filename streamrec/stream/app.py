@@ -1,8 +1,9 @@
 """The faust-streaming worker: a thin adapter around :class:`BatchProcessor`.
 
 decode/validate -> dead-letter the invalid -> process the batch -> publish recommendations and
-rewards -> (once the broker has them) confirm them in state -> ack the input events to faust,
-which commits.
+rewards -> (once the broker has them) confirm them in state, and make sure what they showed is
+there -> ack the input events to faust, which commits. Both state writes are deferred: the next
+batch's apply carries them (one round trip per batch under load), or they are flushed alone.
 
 Input events are acknowledged only after the batch's outputs are acknowledged by the broker,
 so a crash redelivers (at-least-once); state is idempotent by event_id, so every valid event
@@ -29,6 +30,7 @@ from typing import Any
 import faust
 from faust.types import EventT
 from tenacity import (
+    AsyncRetrying,
     before_sleep_log,
     retry,
     retry_if_exception_type,
@@ -48,7 +50,7 @@ from streamrec.state.store import StateStore
 from streamrec.stream.batching import MicroBatches
 from streamrec.stream.processor import BatchProcessor, BatchResult
 
-__all__ = ["build_app", "run_worker"]
+__all__ = ["build_app", "make_worker", "run_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,10 @@ def _faust_datadir(settings: Settings) -> str:
     path = str(settings.home / "faust" / f"{settings.stream.app_id}-data")
     return path.replace("{", "{{").replace("}", "}}")
 
+
+#: How long a delivered batch's ack waits for the next batch's state call to carry what the
+#: batch showed before writing it alone (acks are committed once a second anyway).
+CARRY_WAIT_S = 0.05
 
 #: faust's count-based commit, out of reach (see build_app).
 _NEVER_BY_COUNT = 2**62
@@ -135,6 +141,9 @@ def build_app(settings: Settings, ranker: Ranker) -> faust.App:
         events = stream_in.noack()  # type: ignore[attr-defined]  # acked in _acknowledge
         batcher = MicroBatches(events.events(), stream.batch_size, stream.batch_max_wait_ms / 1000)
         inflight: deque[asyncio.Future[None]] = deque()
+        # Pipelined, an ack may wait for the next batch to carry its batch's writes; waiting
+        # for every ack (max_inflight_batches 0), the next batch only comes after it.
+        carry_wait_s = CARRY_WAIT_S if stream.max_inflight_batches > 0 else 0.0
         try:
             async with contextlib.aclosing(aiter(batcher)) as batches:
                 async for batch in batches:
@@ -143,7 +152,9 @@ def build_app(settings: Settings, ranker: Ranker) -> faust.App:
                     processor, out = holder["processor"], holder["out"]
                     handled = await _handle(lag, batch, processor, settings, out)
                     previous = inflight[-1] if inflight else None
-                    acked = _acknowledge(events, batch, handled, holder["state"], previous)
+                    acked = _acknowledge(
+                        events, batch, handled, holder["state"], previous, carry_wait_s
+                    )
                     inflight.append(asyncio.ensure_future(acked))
                     while len(inflight) > stream.max_inflight_batches:
                         await inflight.popleft()  # a DeliveryError crashes the agent, unacked
@@ -172,6 +183,7 @@ class _Handled:
     outputs: OutputBatch  # sealed
     event_ids: list[str]  # the valid events (their outputs get confirmed in state)
     append_times: dict[str, float]  # per event with a recommendation (latency metric)
+    shown: list[asyncio.Future[None]]  # what the recommendations showed, once in Redis
 
 
 async def _acknowledge(
@@ -180,17 +192,20 @@ async def _acknowledge(
     handled: _Handled,
     state: StateStore,
     previous: asyncio.Future[None] | None,
+    carry_wait_s: float,
 ) -> None:
     """Once this batch's outputs are delivered (and the previous batch acked): mark them
-    delivered in state, then ack the inputs. A crash before the mark makes a redelivery emit
-    the outputs again (never lose them); a failed mark only risks such a duplicate."""
+    delivered in state (deferred: written with the next state call), make sure what they
+    showed is in Redis (waiting up to ``carry_wait_s`` for the next batch's apply to carry
+    it, so a busy worker makes one round trip per batch), then ack the inputs. A crash
+    before the mark makes a redelivery emit the outputs again (never lose them); a lost mark
+    only risks such a duplicate."""
     if previous is not None:
         await previous
     await handled.outputs.delivered()
-    try:
-        await state.confirm(handled.event_ids)
-    except StateError as exc:
-        log.warning("delivered, but not confirmed in state (a redelivery re-emits): %s", exc)
+    state.defer_confirm(handled.event_ids)
+    for written in handled.shown:  # usually carried by the next batch's apply by now
+        await _settle_with_retry(state, written, carry_wait_s)
     for event in batch:
         await events.ack(event)
     now = time.time()
@@ -238,19 +253,36 @@ async def _handle(
         for _, record in result.recommendations
         if record.event_id and append_times.get(record.event_id)
     }
-    return _Handled(outputs.seal(), [event.event_id for event in valid], triggered)
+    return _Handled(outputs.seal(), [event.event_id for event in valid], triggered, result.shown)
 
 
-@retry(
-    retry=retry_if_exception_type(StateError),
-    wait=wait_exponential(multiplier=0.1, max=10),
-    stop=stop_after_delay(300),
-    before_sleep=before_sleep_log(log, logging.WARNING),
-    reraise=True,
-)
-async def _process_with_retry(processor: BatchProcessor, events: list[Any]) -> BatchResult:
-    """Transient state errors (Redis restarting, network) are retried with backoff."""
-    return await processor.process(events)
+#: Transient state errors (Redis restarting, network) are retried with backoff, for minutes.
+_STATE_RETRY: dict[str, Any] = {
+    "retry": retry_if_exception_type(StateError),
+    "wait": wait_exponential(multiplier=0.1, max=10),
+    "stop": stop_after_delay(300),
+    "before_sleep": before_sleep_log(log, logging.WARNING),
+    "reraise": True,
+}
+
+
+async def _process_with_retry(
+    processor: BatchProcessor, events: list[Any], *, replay: bool = False
+) -> BatchResult:
+    """Process, retrying transient state errors; a retry is a replay (the failed call may
+    have applied the events: see :meth:`StateStore.apply`)."""
+    async for attempt in AsyncRetrying(**_STATE_RETRY):
+        with attempt:
+            again = replay or attempt.retry_state.attempt_number > 1
+            return await processor.process(events, replay=again)
+    raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
+
+
+@retry(**_STATE_RETRY)
+async def _settle_with_retry(
+    state: StateStore, written: asyncio.Future[None], within: float
+) -> None:
+    await state.settle(written, within=within)
 
 
 async def _process(
@@ -270,8 +302,8 @@ async def _process(
         log.exception("batch of %d failed; processing its events one by one", len(valid))
     result = BatchResult()
     for event in valid:
-        try:
-            single = await _process_with_retry(processor, [event])
+        try:  # a replay: the batch call may have applied the events before it failed
+            single = await _process_with_retry(processor, [event], replay=True)
         except StateError:
             raise
         except Exception as exc:
@@ -283,6 +315,7 @@ async def _process(
         result.applied += single.applied
         result.duplicates += single.duplicates
         result.reemitted += single.reemitted
+        result.shown += single.shown
     return result
 
 
@@ -343,8 +376,6 @@ class LagTracker:
 
 def run_worker(settings: Settings, ranker: Ranker, *, loglevel: str = "info") -> None:
     """Run the worker until SIGINT/SIGTERM (blocking)."""
-    from faust.worker import Worker
-
     if settings.stream.event_loop == "uvloop":
         import mode.loop
 
@@ -352,5 +383,16 @@ def run_worker(settings: Settings, ranker: Ranker, *, loglevel: str = "info") ->
     metrics.serve(settings.metrics_port, settings.metrics_host)
     app = build_app(settings, ranker)
     app.conf.datadir.parent.mkdir(parents=True, exist_ok=True)  # faust makes only the last level
+    make_worker(app, loglevel).execute_from_commandline()
+
+
+def make_worker(app: faust.App, loglevel: str) -> Any:
+    """faust's Worker without its terminal spinner. At a log level of WARN or above, faust
+    sets the *root* logger to DEBUG so the spinner turns on every record, and leaves it there
+    after start-up: every debug call in faust, mode and aiokafka then built a record that no
+    handler wanted (~7 % of the consumer thread's samples in a profile)."""
+    from faust.worker import Worker
+
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
-    worker.execute_from_commandline()
+    worker.spinner = None
+    return worker

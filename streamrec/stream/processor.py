@@ -3,7 +3,8 @@
 1. apply the batch to Redis state (one round trip; duplicates change nothing),
 2. attribute rewards for events on items that were recommended to the session,
 3. rank every newly applied qualifying event in one batched ranker call,
-4. remember what was shown (for later attribution) and return the records to publish.
+4. defer remembering what was shown (for later attribution: written with the next batch's
+   state call, or flushed before the batch is acknowledged) and return the records to publish.
 
 Recommendations are produced for *newly applied* events only: a redelivered event (after a
 crash between the state write and the offset commit) yields no second recommendation.
@@ -11,6 +12,7 @@ crash between the state write and the offset commit) yields no second recommenda
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter, defaultdict, deque
@@ -23,7 +25,7 @@ from streamrec.config import StreamSettings
 from streamrec.events import Recommendation, Reward
 from streamrec.serving.ranker import History
 from streamrec.serving.service import Recommender, Request
-from streamrec.state.store import Shown, StateStore
+from streamrec.state.store import Page, StateStore
 
 __all__ = ["BatchProcessor", "BatchResult"]
 
@@ -38,6 +40,8 @@ class BatchResult:
     duplicates: int = 0
     #: Duplicates whose outputs are produced again (never confirmed delivered; see StateStore).
     reemitted: int = 0
+    #: Done once what the recommendations showed is in Redis (:meth:`StateStore.settle`).
+    shown: list[asyncio.Future[None]] = field(default_factory=list)
 
 
 class PolicyStats:
@@ -105,12 +109,13 @@ class BatchProcessor:
         self._reward_types = set(settings.reward_values)
         self.policy_stats = PolicyStats()
 
-    async def process(self, events: Sequence[Any]) -> BatchResult:
+    async def process(self, events: Sequence[Any], *, replay: bool = False) -> BatchResult:
+        """``replay``: these events were in a call that failed (see :meth:`StateStore.apply`)."""
         result = BatchResult()
         if not events:
             return result
         started = time.perf_counter()
-        outcomes = await self.state.apply(events, attribute=self._reward_types)
+        outcomes = await self.state.apply(events, attribute=self._reward_types, replay=replay)
         requests: list[Request] = []
         for event, outcome in zip(events, outcomes, strict=True):
             if not outcome.applied:
@@ -147,7 +152,7 @@ class BatchProcessor:
         explored = 0
         if requests:
             ranked = await self.recommender.rank(requests, self.settings.top_k)
-            shown_by_scope: dict[str, list[Shown]] = {}
+            shown_by_scope: dict[str, list[Page]] = {}
             shown_by_policy: Counter[str] = Counter()  # metrics, added once per batch
             recs_by_policy: Counter[str] = Counter()
             for request, ranking in zip(requests, ranked, strict=True):
@@ -155,22 +160,17 @@ class BatchProcessor:
                 record = self.recommender.record(request, ranking)
                 scope = request.history.session_id or request.history.user_id or ""
                 result.recommendations.append((scope, record))
-                rec_id, policy, version = record.rec_id, record.policy, record.model_version
-                at = request.event_time or 0.0
-                propensities = ranking.propensities
                 # Every page of the batch is remembered (a session with two views in one
                 # batch saw both); an item on several pages keeps its latest.
-                shown_by_scope.setdefault(scope, []).extend(
-                    Shown(
-                        item,
-                        rec_id,
-                        position,
-                        propensities[position] if propensities else None,
-                        policy,
-                        version,
-                        at,
+                shown_by_scope.setdefault(scope, []).append(
+                    Page(
+                        record.rec_id,
+                        ranking.item_ids,
+                        ranking.propensities or None,
+                        record.policy,
+                        record.model_version,
+                        request.event_time or 0.0,
                     )
-                    for position, item in enumerate(ranking.item_ids)
                 )
                 shown_by_policy[record.policy] += len(record.items)
                 recs_by_policy[record.policy] += 1
@@ -178,7 +178,7 @@ class BatchProcessor:
                 metrics.IMPRESSIONS.labels(name).inc(count)
             for name, count in recs_by_policy.items():
                 metrics.RECOMMENDATIONS.labels("stream", name).inc(count)
-            await self.state.remember_shown_many(shown_by_scope)
+            result.shown.append(self.state.defer_shown(shown_by_scope))
         if result.duplicates:
             metrics.EVENTS_DUPLICATE.inc(result.duplicates)
         now = time.monotonic()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+
+import pytest
 
 from streamrec.config import Settings
 from streamrec.serving.popularity import PopularityRanker
-from streamrec.stream.app import build_app
+from streamrec.stream.app import build_app, make_worker
 
 
 def test_faust_data_dir_is_under_the_streamrec_home_not_the_working_directory(
@@ -16,3 +19,21 @@ def test_faust_data_dir_is_under_the_streamrec_home_not_the_working_directory(
     app = build_app(Settings(home=home), PopularityRanker())
     assert Path(app.conf.datadir) == home / "faust" / "streamrec-worker-data"
     assert Path(app.conf.tabledir).is_relative_to(home)
+
+
+@pytest.mark.parametrize("level", ["warning", "error", "info"])
+def test_the_worker_leaves_the_root_log_level_where_it_was_asked(
+    tmp_path: Path, level: str
+) -> None:
+    """faust's spinner would set the root logger to DEBUG at WARN and above, so every debug
+    call in faust and aiokafka built a record."""
+    root = logging.getLogger()
+    saved_level, saved_handlers = root.level, list(root.handlers)
+    try:
+        worker = make_worker(build_app(Settings(home=tmp_path), PopularityRanker()), level)
+        worker._setup_logging()
+        assert root.level == getattr(logging, level.upper())
+        assert not logging.getLogger("aiokafka").isEnabledFor(logging.DEBUG)
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
