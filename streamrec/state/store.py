@@ -14,7 +14,7 @@ events: the pages the previous batch showed (:meth:`StateStore.defer_shown`, so 
 this batch is attributed to them) and the markers of delivered outputs
 (:meth:`StateStore.defer_confirm`, below). Under load a batch costs one round trip in all;
 when no batch follows, :meth:`StateStore.flush` writes them (the worker flushes a batch's pages
-before it acknowledges its input, and a timer flushes any write left ``CONFIRM_DELAY_S``).
+before it acknowledges its input, and a timer flushes any write left ``FLUSH_AFTER_S``).
 
 The event-id marker also records whether the event's *outputs* (recommendation, reward) were
 delivered: ``1:<instance>`` = applied by that process (one id per :class:`StateStore`), ``d`` =
@@ -52,12 +52,12 @@ from streamrec.config import RedisSettings
 from streamrec.errors import StateError
 from streamrec.state.keys import Keys
 
-__all__ = ["CONFIRM_DELAY_S", "POPULARITY_WEIGHTS", "Applied", "Page", "Shown", "StateStore"]
+__all__ = ["FLUSH_AFTER_S", "POPULARITY_WEIGHTS", "Applied", "Page", "Shown", "StateStore"]
 
 log = logging.getLogger(__name__)
 
 #: Longest a deferred write waits for an :meth:`StateStore.apply` to carry it (an idle stream).
-CONFIRM_DELAY_S = 0.2
+FLUSH_AFTER_S = 0.2
 
 #: How much one event of each type adds to an item's popularity.
 POPULARITY_WEIGHTS = {"view": 1.0, "click": 1.0, "add_to_cart": 2.0, "purchase": 3.0, "rating": 1.0}
@@ -438,7 +438,7 @@ class StateStore:
 
     def defer_confirm(self, event_ids: Sequence[str]) -> None:
         """Mark these applied events' outputs as delivered (see the module docstring), with
-        the next state call, or at most ``CONFIRM_DELAY_S`` from now. Markers that expired or
+        the next state call, or at most ``FLUSH_AFTER_S`` from now. Markers that expired or
         were never set are left alone. Best effort: a mark that is lost only lets a
         redelivery produce the outputs again."""
         if event_ids:
@@ -460,18 +460,18 @@ class StateStore:
             deferred.waiters.append(waiter)
         if self._flush_timer is None:
             self._flush_timer = asyncio.get_running_loop().call_later(
-                CONFIRM_DELAY_S, self._on_flush_timer
+                FLUSH_AFTER_S, self._on_flush_timer
             )
 
     def _on_flush_timer(self) -> None:
-        """Write what no apply carried within ``CONFIRM_DELAY_S`` (an idle stream)."""
+        """Write what no apply carried within ``FLUSH_AFTER_S`` (an idle stream)."""
         self._flush_timer = None
         if not self._deferred:
             return
         age = time.monotonic() - self._deferred.since
-        if age < CONFIRM_DELAY_S:  # newer writes than the timer's: wait for them
+        if age < FLUSH_AFTER_S:  # newer writes than the timer's: wait for them
             loop = asyncio.get_running_loop()
-            self._flush_timer = loop.call_later(CONFIRM_DELAY_S - age, self._on_flush_timer)
+            self._flush_timer = loop.call_later(FLUSH_AFTER_S - age, self._on_flush_timer)
             return
         task = asyncio.ensure_future(self._flush_quietly())
         self._background.add(task)
@@ -484,7 +484,7 @@ class StateStore:
             log.warning("deferred state writes failed (kept for the next call): %s", exc)
             if self._deferred and self._flush_timer is None:
                 loop = asyncio.get_running_loop()
-                self._flush_timer = loop.call_later(CONFIRM_DELAY_S, self._on_flush_timer)
+                self._flush_timer = loop.call_later(FLUSH_AFTER_S, self._on_flush_timer)
 
     async def flush(self) -> None:
         """Write what is deferred now, in one round trip (nothing when nothing is)."""

@@ -18,7 +18,7 @@ from streamrec.events import parse_event
 from streamrec.stack import free_port
 from streamrec.state import store
 from streamrec.state.keys import Keys
-from streamrec.state.store import CONFIRM_DELAY_S, Page, StateStore
+from streamrec.state.store import FLUSH_AFTER_S, Page, StateStore
 
 pytestmark = pytest.mark.integration
 
@@ -110,7 +110,7 @@ def test_settle_flushes_what_no_apply_carried_and_a_timer_flushes_the_rest(
             state.defer_confirm([event.event_id])  # type: ignore[attr-defined]
             marker = keys.event(event.event_id)  # type: ignore[attr-defined]
             assert client.get(marker) != b"d"
-            await asyncio.sleep(CONFIRM_DELAY_S * 3)
+            await asyncio.sleep(FLUSH_AFTER_S * 3)
             assert client.get(marker) == b"d"
             # Nothing pending: settling an empty page costs no call.
             calls = _script_calls(client)
@@ -127,7 +127,7 @@ def test_settle_waits_for_the_next_apply_to_carry_the_writes(
 ) -> None:
     client = redis.Redis.from_url(stack_settings.redis.url)
     keys = Keys(stack_settings.redis.key_prefix)
-    monkeypatch.setattr(store, "CONFIRM_DELAY_S", 60.0)  # no timer flush in this test
+    monkeypatch.setattr(store, "FLUSH_AFTER_S", 60.0)  # no timer flush in this test
 
     async def scenario() -> None:
         state = StateStore.from_settings(stack_settings.redis)
