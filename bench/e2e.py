@@ -356,22 +356,7 @@ def workers(
             )
         )
     try:
-        admin = AdminClient(settings.kafka.librdkafka())
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            group = admin.describe_consumer_groups([settings.stream.app_id])[settings.stream.app_id]
-            try:
-                description = group.result(10)
-            except (KafkaException, TimeoutError):  # coordinator still loading: ask again
-                time.sleep(0.5)
-                continue
-            members = [m for m in description.members if m.assignment.topic_partitions]
-            if len(members) == count and str(description.state).endswith("STABLE"):
-                break
-            time.sleep(0.5)
-        else:
-            raise RuntimeError(f"{count} workers did not join {settings.stream.app_id}")
-        time.sleep(1.0)
+        wait_for_group(settings.stream.app_id, count, settings)
         yield [psutil.Process(p.pid) for p in procs]
     finally:
         for proc in procs:
@@ -381,6 +366,25 @@ def workers(
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def wait_for_group(group_id: str, count: int, settings: Settings, timeout: float = 120) -> None:
+    """Return once ``count`` members of ``group_id`` hold partitions in a stable group."""
+    admin = AdminClient(settings.kafka.librdkafka())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        group = admin.describe_consumer_groups([group_id])[group_id]
+        try:
+            description = group.result(10)
+        except (KafkaException, TimeoutError):  # coordinator still loading: ask again
+            time.sleep(0.5)
+            continue
+        members = [m for m in description.members if m.assignment.topic_partitions]
+        if len(members) == count and str(description.state).endswith("STABLE"):
+            time.sleep(1.0)
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"{count} consumers did not join {group_id} within {timeout:.0f} s")
 
 
 def cpu_seconds(procs: list[psutil.Process]) -> float:
@@ -413,9 +417,11 @@ def latency_worker(
     base: Settings, events: list[dict[str, Any]], rate: float, logs: Path
 ) -> dict[str, float]:
     settings = fresh(base, "lat")
-    with workers(settings, 1, logs):
+    with workers(settings, 1, logs) as procs:
+        cpu_before = cpu_seconds(procs)
         created = produce(settings, settings.topics.events, events, rate=rate)
         recs = read_all(settings, settings.topics.recommendations, len(events), timeout=300)
+        cpu = cpu_seconds(procs) - cpu_before
     from streamrec.events import Recommendation
 
     warm = min(created.values()) + WARMUP_S
@@ -425,7 +431,7 @@ def latency_worker(
         sent = created.get(rec.event_id or "")
         if sent is not None and sent >= warm:
             latencies.append(msg.timestamp()[1] / 1000 - sent)
-    return _percentiles(latencies)
+    return {**_percentiles(latencies), "cpu_s": cpu, "cpu_us_per_event": 1e6 * cpu / len(events)}
 
 
 def latency_passthrough(
