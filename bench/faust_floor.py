@@ -1,5 +1,5 @@
 """What faust alone costs the stream worker: a faust agent configured as the worker's (same
-micro-batching, manual acks, commit settings, uvloop) over ML-1M events, doing none of the
+micro-batching, fetch settings, manual acks, commit settings, uvloop) over ML-1M events, doing none of the
 worker's own work (no decoding, state or ranking). Two parts:
 
   throughput  the agent only acknowledges its micro-batches: its events/s is an upper bound
@@ -48,6 +48,7 @@ def agent_process() -> None:
 
     from streamrec.config import Settings
     from streamrec.stream.batching import MicroBatches
+    from streamrec.stream.transport import use_fetch_settings
 
     settings = Settings()
     stream = settings.stream
@@ -67,6 +68,9 @@ def agent_process() -> None:
         broker_commit_every=2**62,
         broker_commit_interval=1.0,
         datadir=os.environ["FLOOR_DATADIR"],
+    )
+    use_fetch_settings(
+        app, fetch_min_bytes=stream.fetch_min_bytes, fetch_max_wait_ms=stream.fetch_max_wait_ms
     )
     topic = app.topic(
         settings.topics.events,

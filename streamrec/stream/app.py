@@ -49,6 +49,7 @@ from streamrec.serving.service import Recommender
 from streamrec.state.store import StateStore
 from streamrec.stream.batching import MicroBatches
 from streamrec.stream.processor import BatchProcessor, BatchResult
+from streamrec.stream.transport import use_fetch_settings
 
 __all__ = ["build_app", "make_worker", "run_worker"]
 
@@ -109,6 +110,9 @@ def build_app(settings: Settings, ranker: Ranker) -> faust.App:
         # bounded by the interval either way, and replays are idempotent.
         broker_commit_every=_NEVER_BY_COUNT,
         broker_commit_interval=1.0,
+    )
+    use_fetch_settings(
+        app, fetch_min_bytes=stream.fetch_min_bytes, fetch_max_wait_ms=stream.fetch_max_wait_ms
     )
     events_topic = app.topic(
         settings.topics.events,

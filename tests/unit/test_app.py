@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -37,3 +38,18 @@ def test_the_worker_leaves_the_root_log_level_where_it_was_asked(
     finally:
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
+
+
+def test_the_worker_consumer_fetches_with_the_configured_batching(tmp_path: Path) -> None:
+    """faust fixes fetch_min_bytes=1 and fetch_max_wait_ms=1500 on the consumer it builds."""
+    settings = Settings(home=tmp_path, stream={"fetch_min_bytes": 12345, "fetch_max_wait_ms": 7})
+    app = build_app(settings, PopularityRanker())
+
+    async def consumer() -> object:  # aiokafka builds its consumer on a running loop
+        thread = app.consumer._thread  # type: ignore[attr-defined]
+        return thread._create_worker_consumer(app.transport)  # nothing connects until start
+
+    built = asyncio.run(consumer())
+    assert built._fetch_min_bytes == 12345  # type: ignore[attr-defined]
+    assert built._fetch_max_wait_ms == 7  # type: ignore[attr-defined]
+    assert built._group_id == settings.stream.app_id  # type: ignore[attr-defined]
