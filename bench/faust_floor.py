@@ -1,6 +1,6 @@
 """What faust alone costs the stream worker: a faust agent configured as the worker's (same
-micro-batching, fetch settings, manual acks, commit settings, uvloop) over ML-1M events, doing none of the
-worker's own work (no decoding, state or ranking). Two parts:
+micro-batching, fetch settings, manual acks, commit settings, uvloop) over ML-1M events,
+doing none of the worker's own work (no decoding, state or ranking). Two parts:
 
   throughput  the agent only acknowledges its micro-batches: its events/s is an upper bound
               for any worker built on faust on this machine, beside bench/e2e.py's stage
