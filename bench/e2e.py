@@ -314,7 +314,7 @@ def profile_hot_path(settings: Settings, events: list[Any], batch: int) -> list[
         for start in range(0, len(raw), batch):
             decoded = [decode_event(r) for r in raw[start : start + batch]]
             result = await processor.process(decoded)
-            [encode(record) for _, record in result.recommendations]
+            [record.to_json() for _, record in result.recommendations]
         await state.close()
 
     profiler = cProfile.Profile()

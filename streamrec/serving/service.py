@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from streamrec import metrics
-from streamrec.events import Recommendation
-from streamrec.serving.ranker import History, RankContext, Ranked, Ranker
+from streamrec.events import OutgoingRecommendation, Recommendation
+from streamrec.serving.ranker import Decision, History, RankContext, Ranked, Ranker
 from streamrec.state.store import StateStore
 
 __all__ = ["Recommender", "Request"]
@@ -127,32 +128,22 @@ class Recommender:
         self._blends[ctx] = (contextual, overall, blended)
         return blended
 
-    def record(self, request: Request, ranked: Ranked) -> Recommendation:
-        # One validation call for the record and its items (pydantic-core, in Rust).
-        propensities = ranked.propensities
-        explanations = ranked.explanations
-        return Recommendation.model_validate(
-            {
-                "user_id": request.history.user_id,
-                "session_id": request.history.session_id,
-                "event_id": request.event_id,
-                "items": [
-                    {
-                        "item_id": item,
-                        "score": float(score),
-                        "position": position,
-                        "propensity": propensities[position] if propensities else None,
-                        "explanation": explanations[position] if explanations else None,
-                    }
-                    for position, (item, score) in enumerate(
-                        zip(ranked.item_ids, ranked.scores, strict=True)
-                    )
-                ],
-                "model_version": self.ranker.version,
-                "policy": self.policy,
-                "event_time": request.event_time,
-                "decision": asdict(ranked.decision) if ranked.decision else None,
-            }
+    def record(self, request: Request, ranked: Ranked) -> OutgoingRecommendation:
+        """The record of ``ranked`` for ``request`` (published as is by the worker; the HTTP
+        API answers with its validated model)."""
+        decision = ranked.decision
+        return OutgoingRecommendation(
+            user_id=request.history.user_id,
+            session_id=request.history.session_id,
+            event_id=request.event_id,
+            item_ids=ranked.item_ids,
+            scores=ranked.scores,
+            model_version=self.ranker.version,
+            policy=self.policy,
+            propensities=ranked.propensities,
+            explanations=ranked.explanations,
+            event_time=request.event_time,
+            decision=_decision(decision) if decision is not None else None,
         )
 
     async def recommend(
@@ -170,7 +161,18 @@ class Recommender:
             hour = datetime.now(UTC).hour
         request = Request(History(items, user_id=user_id, session_id=session_id), hour, device)
         ranked = (await self.rank([request], k))[0]
-        return self.record(request, ranked)
+        return self.record(request, ranked).to_model()
+
+
+def _decision(decision: Decision) -> dict[str, Any]:
+    """As the record logs it (plain Python numbers: a policy may hand over numpy ones)."""
+    return {
+        "candidates": [[float(value) for value in row] for row in decision.candidates],
+        "context": [float(value) for value in decision.context],
+        "n_slots": int(decision.n_slots),
+        "action": int(decision.action),
+        "propensity": float(decision.propensity),
+    }
 
 
 def _blend(

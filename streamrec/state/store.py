@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -47,6 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
@@ -263,14 +263,14 @@ def _page_row(key: str, page: Page, tails: dict[tuple[str, str, str, float], str
     tail_key = (page.rec_id, page.policy, page.model_version, page.event_time)
     tail = tails.get(tail_key)
     if tail is None:
-        tail = tails[tail_key] = json.dumps(
+        tail = tails[tail_key] = orjson.dumps(
             {
                 "rec_id": page.rec_id,
                 "policy": page.policy,
                 "model_version": page.model_version,
                 "event_time": page.event_time,
             }
-        )[1:]
+        )[1:].decode()
     props = page.propensities
     propensities = (
         [repr(float(p)) for p in props] if props is not None else [False] * len(page.item_ids)
@@ -308,8 +308,9 @@ class _Deferred:
                     waiter.set_exception(error)
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+def _dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON (orjson: the stdlib encoder was ~3 % of a busy worker's time)."""
+    return orjson.dumps(value)
 
 
 def _histories(events: Sequence[Any], replies: Sequence[Any]) -> list[list[str]]:
@@ -432,24 +433,24 @@ class StateStore:
                 )
             )
         # One script call for the batch, its events as one JSON argument (module docstring).
-        payload = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+        payload = _dumps(rows)
         replies = await self._write("apply", payload, replay, f"applying {len(events)} events")
         histories = _histories(events, replies)
         out = []
         for reply, history in zip(replies, histories, strict=True):
             applied, reemit = reply[0] == 1, reply[0] == 2
-            shown = json.loads(reply[2]) if (applied or reemit) and reply[2] else None
+            shown = orjson.loads(reply[2]) if (applied or reemit) and reply[2] else None
             out.append(Applied(applied, history if applied or reemit else [], shown, reemit))
         return out
 
-    async def _write(self, operation: str, events: str, replay: bool, what: str) -> Any:
+    async def _write(self, operation: str, events: bytes, replay: bool, what: str) -> Any:
         """One call of the state script: the deferred writes, then ``events`` (a JSON array).
         Writes are taken and sent under a lock, so they reach Redis in the order they were
         made; a failed call puts its deferred writes back in front (they are idempotent)."""
         async with self._writing:
             carried, self._deferred = self._deferred, _Deferred()
-            pages = _dumps(carried.pages) if carried.pages else ""
-            confirms = _dumps(carried.confirms) if carried.confirms else ""
+            pages = _dumps(carried.pages) if carried.pages else b""
+            confirms = _dumps(carried.confirms) if carried.confirms else b""
             started = time.perf_counter()
             try:
                 reply = await self._evalsha(
@@ -536,7 +537,7 @@ class StateStore:
     async def flush(self) -> None:
         """Write what is deferred now, in one round trip (nothing when nothing is)."""
         if self._deferred:
-            await self._write("flush", "[]", False, "writing deferred state")
+            await self._write("flush", b"[]", False, "writing deferred state")
 
     async def settle(self, written: asyncio.Future[None], *, within: float = 0.0) -> None:
         """Return once ``written`` (from :meth:`defer_shown`) is in Redis: at once if a call

@@ -249,7 +249,7 @@ async def _handle(
     lag.batch(batch)
     result = await _process(processor, valid, sources, outputs, settings)
     for key, record in result.recommendations:
-        outputs.produce(topics.recommendations, encode(record), key.encode())
+        outputs.produce(topics.recommendations, record.to_json(), key.encode())
     for key, reward in result.rewards:
         outputs.produce(topics.rewards, encode(reward), key.encode())
     triggered = {

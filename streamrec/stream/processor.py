@@ -22,7 +22,7 @@ from typing import Any
 
 from streamrec import metrics
 from streamrec.config import StreamSettings
-from streamrec.events import Recommendation, Reward
+from streamrec.events import OutgoingRecommendation, Reward
 from streamrec.serving.ranker import History
 from streamrec.serving.service import Recommender, Request
 from streamrec.state.store import Page, StateStore
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class BatchResult:
-    recommendations: list[tuple[str, Recommendation]] = field(default_factory=list)
+    recommendations: list[tuple[str, OutgoingRecommendation]] = field(default_factory=list)
     rewards: list[tuple[str, Reward]] = field(default_factory=list)
     applied: int = 0
     duplicates: int = 0
@@ -172,7 +172,7 @@ class BatchProcessor:
                         request.event_time or 0.0,
                     )
                 )
-                shown_by_policy[record.policy] += len(record.items)
+                shown_by_policy[record.policy] += len(record.item_ids)
                 recs_by_policy[record.policy] += 1
             for name, count in shown_by_policy.items():
                 metrics.IMPRESSIONS.labels(name).inc(count)

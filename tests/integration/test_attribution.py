@@ -66,8 +66,8 @@ def test_every_page_of_a_batch_is_attributable(stack_settings: Settings) -> None
 
     views, click = asyncio.run(scenario())
     (_, first), (_, second) = views.recommendations
-    first_items = [item.item_id for item in first.items]
-    second_items = [item.item_id for item in second.items]
+    first_items = list(first.item_ids)
+    second_items = list(second.item_ids)
     assert "p1" in first_items and "p1" not in second_items, (first_items, second_items)
     assert len(click.rewards) == 1, "the click on an item only page 1 showed is rewarded"
     reward = click.rewards[0][1]

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import random
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from streamrec.errors import InvalidEvent
 from streamrec.events import (
     REASONS,
     ClickEvent,
+    OutgoingRecommendation,
     RatingEvent,
     Recommendation,
     RecommendedItem,
@@ -85,6 +87,91 @@ def test_recommendation_record_round_trip() -> None:
     )
     assert Recommendation.model_validate_json(encode(rec)) == rec
     assert len(rec.rec_id) == 32
+
+
+def _outgoing(rng: random.Random) -> OutgoingRecommendation:
+    """Every optional part present or not; awkward floats, text and times."""
+    k = rng.choice([0, 1, 3, 10])
+    words = ["a", "ü-42", "x" * 64, "7", "電影", 'q"uote', "back\\slash"]
+
+    def maybe(value: object) -> object:
+        return value if rng.random() < 0.5 else None
+
+    floats = [0.0, -0.0, 1e-300, 123456789.123, -3.5, 1 / 3, 2.0**60, 5e-7]
+    return OutgoingRecommendation(
+        user_id=maybe(rng.choice(words)),  # type: ignore[arg-type]
+        session_id=maybe(f"s-{rng.randrange(10**6)}"),  # type: ignore[arg-type]
+        event_id=maybe(f"e-{rng.randrange(10**6)}"),  # type: ignore[arg-type]
+        item_ids=[f"{rng.choice(words)}{i}" for i in range(k)],
+        scores=[rng.choice([*floats, rng.uniform(-1e6, 1e6)]) for _ in range(k)],
+        model_version=rng.choice(["popularity", "sasrec-20261201T000000Z-ab12"]),
+        policy=rng.choice(["greedy", "epsilon_greedy"]),
+        propensities=maybe([rng.choice([0.0, 1.0, rng.random()]) for _ in range(k)]),  # type: ignore[arg-type]
+        explanations=maybe([rng.sample(words, rng.randrange(3)) for _ in range(k)]),  # type: ignore[arg-type]
+        event_time=maybe(rng.choice([0.0, 978300760.0, rng.uniform(0, 2e9)])),  # type: ignore[arg-type]
+        decision=maybe(  # type: ignore[arg-type]
+            {
+                "candidates": [[rng.random() for _ in range(3)] for _ in range(max(k, 1))],
+                "context": [rng.random(), -1.5],
+                "n_slots": 8,
+                "action": rng.randrange(max(k, 1)),
+                "propensity": rng.choice([1.0, 0.25, rng.uniform(0.01, 1)]),
+            }
+        ),
+        created_at=datetime(2026, 12, 2, tzinfo=UTC)
+        + timedelta(seconds=rng.randrange(10**6), microseconds=rng.choice([0, 1, 999999])),
+    )
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_outgoing_recommendation_bytes_are_what_the_model_encodes(seed: int) -> None:
+    """The worker publishes `to_json()` without building a pydantic model; it must be the
+    record `encode` writes for the model of the same values, and valid by the schema."""
+    jsonschema = pytest.importorskip("jsonschema")
+    out = _outgoing(random.Random(seed))
+    propensities, explanations = out.propensities, out.explanations
+    model = Recommendation(
+        rec_id=out.rec_id,
+        user_id=out.user_id,
+        session_id=out.session_id,
+        event_id=out.event_id,
+        items=[
+            RecommendedItem(
+                item_id=item,
+                score=score,
+                position=position,
+                propensity=propensities[position] if propensities else None,
+                explanation=list(explanations[position]) if explanations else None,
+            )
+            for position, (item, score) in enumerate(zip(out.item_ids, out.scores, strict=True))
+        ],
+        model_version=out.model_version,
+        policy=out.policy,
+        created_at=out.created_at,
+        event_time=out.event_time,  # epoch seconds, converted by pydantic
+        decision=out.decision,  # type: ignore[arg-type]
+    )
+    wire = out.to_json()
+    assert json.loads(wire) == json.loads(encode(model))
+    assert list(json.loads(wire)) == list(json.loads(encode(model)))  # same field order
+    assert out.to_model() == model
+    schema = json.loads((SCHEMAS / "recommendation.v1.json").read_text())
+    jsonschema.validate(json.loads(wire), schema)
+
+
+def test_outgoing_recommendation_refuses_a_propensity_outside_0_1() -> None:
+    out = OutgoingRecommendation(
+        user_id="u",
+        session_id=None,
+        event_id=None,
+        item_ids=["a", "b"],
+        scores=[1.0, 0.5],
+        model_version="v",
+        policy="p",
+        propensities=[0.5, 1.5],
+    )
+    with pytest.raises(ValueError, match=r"propensity 1\.5 of 'b'"):
+        out.to_json()
 
 
 def test_published_schema_files_match_the_models() -> None:
