@@ -392,16 +392,35 @@ class StateStore:
             return await self.client.evalsha(sha, numkeys, *args)
 
     async def apply(
-        self, events: Sequence[Any], *, attribute: set[str], replay: bool = False
+        self,
+        events: Sequence[Any],
+        *,
+        attribute: set[str],
+        replay: bool = False,
+        encoded: bytes | None = None,
     ) -> list[Applied]:
         """Apply a micro-batch of events in one round trip; see the module docstring. The
         writes deferred so far go first, in the same call.
 
         ``replay``: the batch is retried after a call that failed and may have applied it;
         events this process applied without confirming them are then reported as
-        :attr:`Applied.reemit` (their outputs were never produced)."""
+        :attr:`Applied.reemit` (their outputs were never produced). ``encoded``: the
+        batch's :meth:`encode_batch`, made ahead with the same ``attribute``."""
         if not events:
             return []
+        payload = encoded if encoded is not None else self.encode_batch(events, attribute=attribute)
+        replies = await self._write("apply", payload, replay, f"applying {len(events)} events")
+        histories = _histories(events, replies)
+        out = []
+        for reply, history in zip(replies, histories, strict=True):
+            applied, reemit = reply[0] == 1, reply[0] == 2
+            shown = orjson.loads(reply[2]) if (applied or reemit) and reply[2] else None
+            out.append(Applied(applied, history if applied or reemit else [], shown, reemit))
+        return out
+
+    def encode_batch(self, events: Sequence[Any], *, attribute: set[str]) -> bytes:
+        """The script's argument for applying ``events`` (what :meth:`apply` sends). The
+        worker encodes a batch ahead, while the previous batch's call is in flight."""
         keys = self.keys
         # Only the last event of each user in the batch reads the history back; earlier ones
         # are derived from it (see _histories), so a burst of one user costs one LRANGE.
@@ -433,15 +452,7 @@ class StateStore:
                 )
             )
         # One script call for the batch, its events as one JSON argument (module docstring).
-        payload = _dumps(rows)
-        replies = await self._write("apply", payload, replay, f"applying {len(events)} events")
-        histories = _histories(events, replies)
-        out = []
-        for reply, history in zip(replies, histories, strict=True):
-            applied, reemit = reply[0] == 1, reply[0] == 2
-            shown = orjson.loads(reply[2]) if (applied or reemit) and reply[2] else None
-            out.append(Applied(applied, history if applied or reemit else [], shown, reemit))
-        return out
+        return _dumps(rows)
 
     async def _write(self, operation: str, events: bytes, replay: bool, what: str) -> Any:
         """One call of the state script: the deferred writes, then ``events`` (a JSON array).

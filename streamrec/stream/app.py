@@ -10,8 +10,11 @@ so a crash redelivers (at-least-once); state is idempotent by event_id, so every
 is reflected exactly once in state. Delivery is *pipelined*: batches are taken without
 auto-ack (:class:`MicroBatches` over a ``noack()`` stream), and while up to
 ``max_inflight_batches`` batches wait for their outputs' acknowledgements the next batch is
-already processed. Acks still happen in batch order, and state updates stay strictly
-sequential (one batch at a time), so per-session order holds.
+already processed. Batches also overlap in the worker: the next batch is decoded and its
+state call encoded while this one's is in flight, and this one's records are encoded and
+produced while the next one's is. Acks still happen in batch order, and state work (apply,
+rank, defer what was shown) stays strictly sequential, one batch at a time, so per-session
+order holds and a batch's state call carries the pages the batch before it showed.
 """
 
 from __future__ import annotations
@@ -148,20 +151,26 @@ def build_app(settings: Settings, ranker: Ranker) -> faust.App:
         # Pipelined, an ack may wait for the next batch to carry its batch's writes; waiting
         # for every ack (max_inflight_batches 0), the next batch only comes after it.
         carry_wait_s = CARRY_WAIT_S if stream.max_inflight_batches > 0 else 0.0
+        turn: asyncio.Future[None] | None = None  # the last batch's state work is done
         try:
             async with contextlib.aclosing(aiter(batcher)) as batches:
                 async for batch in batches:
                     while "processor" not in holder:  # pragma: no cover - start-up race
                         await asyncio.sleep(0.01)
                     processor, out = holder["processor"], holder["out"]
-                    handled = await _handle(lag, batch, processor, settings, out)
+                    mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                    handling = asyncio.ensure_future(
+                        _handle(lag, batch, processor, settings, out, after=turn, done=mine)
+                    )
+                    turn = mine
                     previous = inflight[-1] if inflight else None
                     acked = _acknowledge(
-                        events, batch, handled, holder["state"], previous, carry_wait_s
+                        events, batch, handling, holder["state"], previous, carry_wait_s
                     )
                     inflight.append(asyncio.ensure_future(acked))
                     while len(inflight) > stream.max_inflight_batches:
-                        await inflight.popleft()  # a DeliveryError crashes the agent, unacked
+                        # a failed batch (state or delivery) crashes the agent, unacked
+                        await inflight.popleft()
         finally:
             for task in inflight:  # stopping: acknowledge what was delivered, no more
                 task.cancel()
@@ -193,17 +202,18 @@ class _Handled:
 async def _acknowledge(
     events: faust.StreamT,
     batch: Sequence[EventT],
-    handled: _Handled,
+    handling: asyncio.Future[_Handled],
     state: StateStore,
     previous: asyncio.Future[None] | None,
     carry_wait_s: float,
 ) -> None:
-    """Once this batch's outputs are delivered (and the previous batch acked): mark them
-    delivered in state (deferred: written with the next state call), make sure what they
-    showed is in Redis (waiting up to ``carry_wait_s`` for the next batch's apply to carry
-    it, so a busy worker makes one round trip per batch), then ack the inputs. A crash
-    before the mark makes a redelivery emit the outputs again (never lose them); a lost mark
-    only risks such a duplicate."""
+    """Once this batch is handled and its outputs delivered (and the previous batch acked):
+    mark them delivered in state (deferred: written with the next state call), make sure
+    what they showed is in Redis (waiting up to ``carry_wait_s`` for the next batch's apply
+    to carry it, so a busy worker makes one round trip per batch), then ack the inputs. A
+    crash before the mark makes a redelivery emit the outputs again (never lose them); a
+    lost mark only risks such a duplicate."""
+    handled = await handling
     if previous is not None:
         await previous
     await handled.outputs.delivered()
@@ -223,8 +233,17 @@ async def _handle(
     processor: BatchProcessor,
     settings: Settings,
     out: BatchProducer,
+    *,
+    after: asyncio.Future[None] | None,
+    done: asyncio.Future[None],
 ) -> _Handled:
-    """Decode, process and produce one batch (outputs sealed, not yet delivered)."""
+    """Decode, process and produce one batch (outputs sealed, not yet delivered).
+
+    Batches overlap where state allows: a batch is decoded, and its records encoded and
+    produced, while another batch's state call is in flight. Its state work -- apply, rank,
+    and defer what it showed -- waits for the previous batch's (``after``) and resolves
+    ``done`` when finished, so state updates stay strictly in batch order and each apply
+    carries the pages the batch before it showed (a click in this batch is attributed)."""
     topics = settings.topics
     outputs = out.batch()
     valid = []
@@ -247,7 +266,18 @@ async def _handle(
     for kind, count in consumed.items():
         metrics.EVENTS_CONSUMED.labels(kind, consumer_name).inc(count)
     lag.batch(batch)
-    result = await _process(processor, valid, sources, outputs, settings)
+    try:
+        encoded = processor.encode(valid) if valid else None
+    except Exception:  # an event state cannot take: _process finds and dead-letters it
+        encoded = None
+    try:
+        if after is not None:
+            await after
+        result = await _process(processor, valid, sources, outputs, settings, encoded)
+    finally:
+        if not done.done():  # failed or cancelled too: the next batch is not held up
+            done.set_result(None)
+    # No await from here on: this batch's records are produced before the next batch's.
     for key, record in result.recommendations:
         outputs.produce(topics.recommendations, record.to_json(), key.encode())
     for key, reward in result.rewards:
@@ -271,14 +301,18 @@ _STATE_RETRY: dict[str, Any] = {
 
 
 async def _process_with_retry(
-    processor: BatchProcessor, events: list[Any], *, replay: bool = False
+    processor: BatchProcessor,
+    events: list[Any],
+    *,
+    replay: bool = False,
+    encoded: bytes | None = None,
 ) -> BatchResult:
     """Process, retrying transient state errors; a retry is a replay (the failed call may
     have applied the events: see :meth:`StateStore.apply`)."""
     async for attempt in AsyncRetrying(**_STATE_RETRY):
         with attempt:
             again = replay or attempt.retry_state.attempt_number > 1
-            return await processor.process(events, replay=again)
+            return await processor.process(events, replay=again, encoded=encoded)
     raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
 
 
@@ -295,11 +329,13 @@ async def _process(
     sources: dict[str, Any],
     out: OutputBatch,
     settings: Settings,
+    encoded: bytes | None = None,
 ) -> BatchResult:
-    """Process a batch; if it fails for a non-transient reason, isolate and dead-letter the
-    events that fail on their own, so one poison event cannot stall its partition."""
+    """Process a batch (``encoded`` ahead: :meth:`BatchProcessor.encode`); if it fails for a
+    non-transient reason, isolate and dead-letter the events that fail on their own, so one
+    poison event cannot stall its partition."""
     try:
-        return await _process_with_retry(processor, valid)
+        return await _process_with_retry(processor, valid, encoded=encoded)
     except StateError:
         raise  # Redis unreachable for minutes: crash; faust restarts the agent, offsets unacked
     except Exception:

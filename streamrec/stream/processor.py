@@ -109,13 +109,22 @@ class BatchProcessor:
         self._reward_types = set(settings.reward_values)
         self.policy_stats = PolicyStats()
 
-    async def process(self, events: Sequence[Any], *, replay: bool = False) -> BatchResult:
-        """``replay``: these events were in a call that failed (see :meth:`StateStore.apply`)."""
+    def encode(self, events: Sequence[Any]) -> bytes:
+        """The state call's argument for ``events``, made ahead (see :meth:`process`)."""
+        return self.state.encode_batch(events, attribute=self._reward_types)
+
+    async def process(
+        self, events: Sequence[Any], *, replay: bool = False, encoded: bytes | None = None
+    ) -> BatchResult:
+        """``replay``: these events were in a call that failed (see :meth:`StateStore.apply`).
+        ``encoded``: :meth:`encode` of ``events``, if made ahead."""
         result = BatchResult()
         if not events:
             return result
         started = time.perf_counter()
-        outcomes = await self.state.apply(events, attribute=self._reward_types, replay=replay)
+        outcomes = await self.state.apply(
+            events, attribute=self._reward_types, replay=replay, encoded=encoded
+        )
         requests: list[Request] = []
         for event, outcome in zip(events, outcomes, strict=True):
             if not outcome.applied:

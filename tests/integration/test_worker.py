@@ -211,3 +211,66 @@ def test_two_workers_share_the_partitions_and_apply_every_event_once(
     total = sum(int(client.hget(keys.user_counters(f"user{u}"), "events") or 0) for u in range(60))
     assert total == len(events)
     assert json.dumps(consumed)
+
+
+def test_a_click_in_the_batch_after_its_view_is_attributed_while_batches_overlap(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    """One event per batch, sent in a burst, so batches queue up and overlap in the worker;
+    with the popular list read from Redis on every batch, a batch's state work yields in the
+    middle. Each session's view, then a click on the item its recommendation put first:
+    every click must find the page its view showed (state work stays in batch order)."""
+    settings = stack_settings
+    t0 = 1_700_000_000 + 600
+    warm = [
+        {
+            "event_id": f"warm-{item}-{n}",
+            "user_id": "warm",
+            "session_id": "warm",
+            "item_id": f"hot-{item}",
+            "type": "click",
+            "timestamp": t0 - 300,
+        }
+        for item in range(5)
+        for n in range(10 - item)  # hot-0 is the most popular item by far
+    ]
+    burst = []
+    for s in range(40):
+        common = {"user_id": f"pu{s}", "session_id": f"ps{s}"}
+        burst.append(
+            {**common, "event_id": f"pv{s}", "item_id": f"x{s}", "type": "view", "timestamp": t0}
+        )
+        burst.append(
+            {
+                **common,
+                "event_id": f"pc{s}",
+                "item_id": "hot-0",
+                "type": "click",
+                "timestamp": t0 + 5,
+            }
+        )
+    with worker_process(
+        settings,
+        tmp_path / "worker.log",
+        STREAMREC_STREAM__BATCH_SIZE="1",
+        STREAMREC_STREAM__POPULAR_REFRESH_S="0",
+    ):
+        _send(settings, warm)
+        drain(settings, settings.topics.recommendations, len(warm), timeout=90)
+        _send(settings, burst)
+        messages = drain(settings, settings.topics.recommendations, len(warm) + 80, timeout=90)
+        recs = {
+            rec.event_id: rec
+            for rec in (Recommendation.model_validate_json(m.value()) for m in messages)
+        }
+        rewards = [
+            Reward.model_validate_json(m.value())
+            for m in drain(settings, settings.topics.rewards, 40, timeout=30)
+        ]
+    views = {f"pc{s}": recs[f"pv{s}"] for s in range(40)}
+    assert all(view.items[0].item_id == "hot-0" for view in views.values())
+    by_click = {reward.event_id: reward for reward in rewards}
+    missing = sorted(set(views) - set(by_click))
+    assert not missing, f"{len(missing)} clicks not attributed to their view's page: {missing}"
+    for click, view in views.items():
+        assert (by_click[click].rec_id, by_click[click].position) == (view.rec_id, 0)
