@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from streamrec.log_options import ColumnsOption, NamesOption, SepOption, log_format
+
 __all__ = ["app"]
 
 app = typer.Typer(
@@ -39,22 +41,40 @@ def _env_config(sim_dir: Path, mode: str, synthetic: bool) -> dict[str, object]:
 @app.command()
 def prepare(
     sim_dir: SimDir = DEFAULT_SIM,
+    dataset: Annotated[
+        str, typer.Option(help="ml-1m or a CSV/TSV/Parquet interaction log (user, item, time).")
+    ] = "ml-1m",
+    limit: Annotated[int | None, typer.Option(help="Only the first N events by time.")] = None,
+    columns: ColumnsOption = None,
+    sep: SepOption = None,
+    names: NamesOption = None,
     candidate_budget: Annotated[float, typer.Option(help="Candidate model training, s.")] = 240.0,
     response_budget: Annotated[float, typer.Option(help="Response model training, s.")] = 420.0,
     force: bool = False,
     verbose: bool = True,
 ) -> None:
-    """Build the simulator from ML-1M: split, candidate + response models, calibration."""
+    """Build the simulator from a real log: split, candidate + response models, calibration.
+
+    Ratings (a value column) set the users' tastes and the items' quality; a log without them
+    weighs its event types as the worker's rewards do (see docs/rl.md)."""
     from agents.envs import prepare_simulator
     from agents.envs.response import ResponseParams
+    from streamrec.errors import StreamrecError
 
     _logging(verbose)
-    prepare_simulator(
-        sim_dir,
-        candidate_budget_s=candidate_budget,
-        response_budget_s=response_budget,
-        force=force,
-    )
+    try:
+        prepare_simulator(
+            sim_dir,
+            dataset=dataset,
+            log_format=log_format(columns, sep, names),
+            limit=limit,
+            candidate_budget_s=candidate_budget,
+            response_budget_s=response_budget,
+            force=force,
+        )
+    except StreamrecError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     params = ResponseParams.load(sim_dir / "response.json")
     typer.echo(json.dumps(params.calibration, indent=2))
 

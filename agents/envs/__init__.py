@@ -1,4 +1,4 @@
-"""The simulator: a gymnasium session environment calibrated on held-out ML-1M users.
+"""The simulator: a gymnasium session environment calibrated on the held-out users of a real log.
 
 A *simulator directory* holds everything an environment needs, so RLlib env runners on any node
 rebuild the same world from a path::
@@ -7,15 +7,17 @@ rebuild the same world from a path::
     <sim_dir>/candidates/   the candidate sequence model checkpoint (streamrec.models format)
     <sim_dir>/response_model/ the response sequence model (all users' full sequences)
     <sim_dir>/response.json calibrated ResponseParams     (agents/envs/calibration.py)
+    <sim_dir>/source.json   the log it was built from (a rebuild from another needs force)
 
-:func:`prepare_simulator` builds it from ML-1M; :func:`make_env` turns an RLlib-style
-``env_config`` dict into a :class:`SessionEnv` (``{"sim_dir": ..., "mode": "session"}``, or
-``{"synthetic": True}`` for the tiny test world).
+:func:`prepare_simulator` builds it from ML-1M or any interaction log; :func:`make_env`
+turns an RLlib-style ``env_config`` dict into a :class:`SessionEnv`
+(``{"sim_dir": ..., "mode": "session"}``, or ``{"synthetic": True}`` for the tiny test world).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,6 +34,8 @@ from agents.envs.candidates import (
 from agents.envs.data import SimulatorData, build_simulator_data, load_simulator_data
 from agents.envs.response import ResponseParams
 from agents.envs.session_env import SessionEnv, SimConfig, policy_spaces
+from streamrec.data.loaders import LogFormat
+from streamrec.errors import DataError
 
 __all__ = [
     "ResponseParams",
@@ -52,26 +56,55 @@ _WORLDS: dict[str, tuple[SimulatorData, CandidateSource, ResponseParams]] = {}
 def prepare_simulator(
     sim_dir: str | Path,
     *,
+    dataset: str = "ml-1m",
+    log_format: LogFormat | None = None,
+    limit: int | None = None,
     candidate_budget_s: float = 240.0,
     response_budget_s: float = 240.0,
     config: SimConfig | None = None,
     force: bool = False,
 ) -> Path:
-    """Build (or reuse) the simulator directory from ML-1M: data, candidate model, calibration."""
+    """Build (or reuse) the simulator directory from ``dataset`` (``ml-1m`` or a log's path,
+    read as ``log_format`` says): data, candidate model, calibration.
+
+    A directory built from another log (or format, or limit) is not reused: that raises
+    :class:`~streamrec.errors.DataError` unless ``force`` rebuilds it.
+    """
     from agents.envs.calibration import calibrate
     from agents.envs.data import save_simulator_data
-    from streamrec.data.loaders import load_movielens_1m
+    from streamrec.data.loaders import load_dataset
     from streamrec.models.checkpoint import load_checkpoint
 
     sim_dir = Path(sim_dir)
     data_dir, model_dir, params_path = _paths(sim_dir)
+    source = {
+        "dataset": dataset,
+        "log_format": (log_format or LogFormat()).to_dict(),
+        "limit": limit,
+    }
+    source_path = sim_dir / "source.json"
+    if not force and (data_dir / "simulator.npz").is_file():
+        # a directory from before source.json was written was built from ML-1M
+        built = (
+            json.loads(source_path.read_text())
+            if source_path.is_file()
+            else {"dataset": "ml-1m", "log_format": {}, "limit": None}
+        )
+        if built != source:
+            raise DataError(
+                f"{sim_dir} holds a simulator built from {built}, not {source}; "
+                "rebuild it with force (--force) or use another --sim-dir"
+            )
     if force or not (data_dir / "simulator.npz").is_file():
-        data = build_simulator_data(load_movielens_1m())
+        frame = load_dataset(dataset, limit=limit, log_format=log_format)
+        data = build_simulator_data(frame)
         save_simulator_data(data, data_dir)
+    source_path.write_text(json.dumps(source, indent=2) + "\n")
     data = load_simulator_data(data_dir)
+    label = f"{dataset} (simulator training users)"
     if force or not (model_dir / "model.safetensors").is_file():
-        train_candidate_model(data, model_dir, time_budget_s=candidate_budget_s)
-    source = load_candidate_model(model_dir)
+        train_candidate_model(data, model_dir, time_budget_s=candidate_budget_s, dataset=label)
+    candidates = load_candidate_model(model_dir)
     response_dir = sim_dir / "response_model"
     if force or data.user_affinity is None:
         if force or not (response_dir / "model.safetensors").is_file():
@@ -86,12 +119,13 @@ def prepare_simulator(
                 seed=1,
                 max_len=50,
                 hidden=64,
+                dataset=f"{dataset} (all users, response model)",
             )
         affinity = response_affinity(load_checkpoint(response_dir).model, data)
         data = dataclasses.replace(data, user_affinity=affinity)
         save_simulator_data(data, data_dir)
     if force or not params_path.is_file():
-        params = calibrate(data, source, config=config)
+        params = calibrate(data, candidates, config=config)
         params.save(params_path)
     return sim_dir
 

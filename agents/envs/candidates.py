@@ -88,8 +88,11 @@ def train_candidate_model(
     max_len: int = 50,
     hidden: int = 48,
     seed: int = 0,
+    dataset: str = "simulator training users",
 ) -> Path:
-    """Train the candidate model on the simulator's training users only; return its dir."""
+    """Train the candidate model on the simulator's training users only; return its dir.
+
+    ``dataset`` only labels the checkpoint's metadata."""
     from streamrec.models.train import TrainConfig, train
 
     sequences = SequenceData(
@@ -97,7 +100,7 @@ def train_candidate_model(
     )
     config = TrainConfig(
         model=model,  # type: ignore[arg-type]
-        dataset="ml-1m (simulator training users)",
+        dataset=dataset,
         time_budget_s=time_budget_s,
         seed=seed,
         val_users=500,
