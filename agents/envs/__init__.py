@@ -34,7 +34,7 @@ from agents.envs.candidates import (
 from agents.envs.data import SimulatorData, build_simulator_data, load_simulator_data
 from agents.envs.response import ResponseParams
 from agents.envs.session_env import SessionEnv, SimConfig, policy_spaces
-from streamrec.data.loaders import LogFormat
+from streamrec.data.loaders import LogFormat, load_dataset
 from streamrec.errors import DataError
 
 __all__ = [
@@ -72,7 +72,6 @@ def prepare_simulator(
     """
     from agents.envs.calibration import calibrate
     from agents.envs.data import save_simulator_data
-    from streamrec.data.loaders import load_dataset
     from streamrec.models.checkpoint import load_checkpoint
 
     sim_dir = Path(sim_dir)
