@@ -152,7 +152,10 @@ class _EventBase(BaseModel):
     def _utc(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError as exc:  # e.g. 9999-12-31T23:00:00-05:00 is past year 9999 in UTC
+            raise ValueError(f"{value.isoformat()} is out of range in UTC") from exc
 
     @property
     def key(self) -> str:
@@ -389,6 +392,8 @@ def decode_event(raw: bytes | bytearray | memoryview | None, *, max_bytes: int =
         return _EVENT_ADAPTER.validate_json(raw if isinstance(raw, bytes) else bytes(raw))
     except ValidationError:
         return _decode_checked(raw)
+    except Exception as exc:  # anything pydantic does not wrap is still this record's fault
+        raise _unexpected(exc) from exc
 
 
 def _decode_checked(raw: bytes | bytearray | memoryview) -> Any:
@@ -429,6 +434,13 @@ def parse_event(payload: Any) -> Any:
     except ValidationError as exc:
         reason, detail = _reason(exc)
         raise InvalidEvent(reason, detail) from exc
+    except Exception as exc:
+        raise _unexpected(exc) from exc
+
+
+def _unexpected(exc: Exception) -> InvalidEvent:
+    """A validator raised something other than ValueError (pydantic passes those through)."""
+    return InvalidEvent("invalid_field", f"{type(exc).__name__}: {exc}"[:200])
 
 
 def make_event(type: str, **fields: Any) -> Any:

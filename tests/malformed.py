@@ -42,6 +42,10 @@ MALFORMED: list[tuple[str, bytes | None, str]] = [
     ("missing_item_id", _with(item_id=_DROP), "missing_field"),
     ("missing_timestamp", _with(timestamp=_DROP), "missing_field"),
     ("bad_timestamp", _with(timestamp="yesterday"), "invalid_field"),
+    # Valid ISO-8601 whose UTC value is past year 9999 / before year 1 (Python's datetime
+    # raises OverflowError, not ValueError, converting them).
+    ("timestamp_past_9999_utc", _with(timestamp="9999-12-31T23:00:00-05:00"), "invalid_field"),
+    ("timestamp_before_1_utc", _with(timestamp="0001-01-01T00:00:00+01:00"), "invalid_field"),
     ("empty_item_id", _with(item_id=""), "invalid_field"),
     ("list_user_id", _with(user_id=["u1"]), "invalid_field"),
     ("bool_user_id", _with(user_id=True), "invalid_field"),

@@ -194,6 +194,10 @@ def _tidy(frame: pd.DataFrame, default_type: str) -> pd.DataFrame:
 
 def _ids(column: pd.Series) -> pd.Series:
     """Ids as stripped strings; missing or blank ones as NaN (never the string ``"nan"``)."""
+    if pd.api.types.is_float_dtype(column):  # int ids with a null, as Parquet/pandas store them
+        whole = column.dropna()
+        if ((whole % 1 == 0) & (whole.abs() < 2**53)).all():  # exactly representable
+            column = column.astype("Int64")
     ids = column.astype(str).str.strip()
     return ids.where(column.notna() & (ids != ""))
 
@@ -207,6 +211,9 @@ def _event_types(column: pd.Series, default_type: str) -> pd.Series:
 
 def _to_epoch_seconds(column: pd.Series) -> pd.Series:
     """Epoch seconds (or milliseconds and finer), ``yyyymmdd`` days, or date-time strings."""
+    if pd.api.types.is_datetime64_any_dtype(column):  # Parquet timestamps: NaT must stay NaN
+        stamps = column if column.dt.tz is not None else column.dt.tz_localize("UTC")
+        return _seconds(stamps.dt.tz_convert("UTC"))
     numeric = pd.to_numeric(column, errors="coerce")
     present = numeric.dropna()
     if len(present) and len(present) >= 0.5 * column.notna().sum():

@@ -134,7 +134,10 @@ local function bump(key)
   local old = redis.call('ZSCORE', key, ARGV[1])
   local score
   if old then
-    score = now + math.log(2 ^ (tonumber(old) - now) + weight) / log2
+    -- log2(2^old + 2^new) without overflow, whichever of the two is newer (late events too)
+    local a, b = tonumber(old), now + math.log(weight) / log2
+    if a < b then a, b = b, a end
+    score = a + math.log(1 + 2 ^ (b - a)) / log2
   else
     score = now + math.log(weight) / log2
   end

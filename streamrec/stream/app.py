@@ -162,6 +162,7 @@ def build_app(settings: Settings, ranker: Ranker) -> faust.App:
                     handling = asyncio.ensure_future(
                         _handle(lag, batch, processor, settings, out, after=turn, done=mine)
                     )
+                    handling.add_done_callback(_log_failure)
                     turn = mine
                     previous = inflight[-1] if inflight else None
                     acked = _acknowledge(
@@ -176,6 +177,13 @@ def build_app(settings: Settings, ranker: Ranker) -> faust.App:
                 task.cancel()
 
     return app
+
+
+def _log_failure(handling: asyncio.Future[Any]) -> None:
+    """Say at once that a batch failed: the agent only crashes on it (unacked, so the batch
+    is redelivered) once its acknowledgement is awaited, up to max_inflight_batches later."""
+    if not handling.cancelled() and handling.exception() is not None:
+        log.error("batch failed; the agent stops on it", exc_info=handling.exception())
 
 
 def tune_gc(thresholds: tuple[int, int, int] | None, *, freeze: bool) -> None:
@@ -245,37 +253,43 @@ async def _handle(
     ``done`` when finished, so state updates stay strictly in batch order and each apply
     carries the pages the batch before it showed (a click in this batch is attributed)."""
     topics = settings.topics
-    outputs = out.batch()
-    valid = []
-    append_times = {}
-    sources = {}
-    consumer_name = settings.stream.app_id
-    consumed: Counter[str] = Counter()  # per event type, added to the metric once per batch
-    for item in batch:
-        message = item.message
+    try:
+        outputs = out.batch()
+        valid = []
+        append_times = {}
+        sources = {}
+        consumer_name = settings.stream.app_id
+        consumed: Counter[str] = Counter()  # per event type, added to the metric once per batch
+        for item in batch:
+            message = item.message
+            try:
+                event = decode_event(message.value, max_bytes=settings.stream.max_event_bytes)
+            except Exception as exc:  # decode_event raises InvalidEvent; anything else too
+                error = (
+                    exc
+                    if isinstance(exc, InvalidEvent)
+                    else InvalidEvent("processing_failed", f"{type(exc).__name__}: {exc}")
+                )
+                _dead_letter(outputs, settings, error, message)
+                metrics.EVENTS_INVALID.labels(error.reason, consumer_name).inc()
+                continue
+            consumed[event.type.value] += 1
+            valid.append(event)
+            sources[event.event_id] = message
+            append_times[event.event_id] = message.timestamp
+        for kind, count in consumed.items():
+            metrics.EVENTS_CONSUMED.labels(kind, consumer_name).inc(count)
+        lag.batch(batch)
         try:
-            event = decode_event(message.value, max_bytes=settings.stream.max_event_bytes)
-        except InvalidEvent as exc:
-            _dead_letter(outputs, settings, exc, message)
-            metrics.EVENTS_INVALID.labels(exc.reason, consumer_name).inc()
-            continue
-        consumed[event.type.value] += 1
-        valid.append(event)
-        sources[event.event_id] = message
-        append_times[event.event_id] = message.timestamp
-    for kind, count in consumed.items():
-        metrics.EVENTS_CONSUMED.labels(kind, consumer_name).inc(count)
-    lag.batch(batch)
-    try:
-        encoded = processor.encode(valid) if valid else None
-    except Exception:  # an event state cannot take: _process finds and dead-letters it
-        encoded = None
-    try:
+            encoded = processor.encode(valid) if valid else None
+        except Exception:  # an event state cannot take: _process finds and dead-letters it
+            encoded = None
         if after is not None:
             await after
         result = await _process(processor, valid, sources, outputs, settings, encoded)
     finally:
-        if not done.done():  # failed or cancelled too: the next batch is not held up
+        # Failed or cancelled too, whatever the step: the next batch is not held up forever.
+        if not done.done():
             done.set_result(None)
     # No await from here on: this batch's records are produced before the next batch's.
     for key, record in result.recommendations:

@@ -5,6 +5,7 @@ them once at the end of the batch, and nothing may tell the two apart."""
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 
 import pytest
@@ -102,3 +103,35 @@ def test_one_call_per_batch_leaves_the_state_of_one_call_per_event(
             if together[index].applied:
                 assert together[index].user_items == apart[index].user_items
                 assert len(together[index].user_items) <= limits["user_history_len"]
+
+
+def test_popularity_takes_events_in_any_time_order_and_stays_finite(live_stack: object) -> None:
+    """The decayed popularity is log2(sum of 2^(t / half_life) * weight) whatever the order the
+    events arrive in: an event much older than the item's score (a replayed old log) neither
+    overflows to inf nor changes the score by more than its own tiny weight."""
+    settings = live_stack.settings(redis={"popularity_half_life_s": 3600.0})  # type: ignore[attr-defined]
+    half_life = settings.redis.popularity_half_life_s
+    times = [AT, 0.0, AT + 3600.0, AT - 7200.0]
+    events = [
+        parse_event(
+            {"event_id": f"t{n}", "user_id": "u", "item_id": "i1", "type": "view", "timestamp": at}
+        )
+        for n, at in enumerate(times)
+    ]
+
+    async def scenario() -> None:
+        store = StateStore.from_settings(settings.redis)
+        try:
+            for event in events:
+                await store.apply([event], attribute=set())
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+    client = redis.Redis.from_url(settings.redis.url)
+    score = client.zscore(Keys(settings.redis.key_prefix).popularity(), "i1")
+    assert score is not None
+    top = max(times) / half_life  # log2 of the sum, with the largest term factored out
+    expected = top + math.log2(sum(2.0 ** (at / half_life - top) for at in times))
+    assert math.isfinite(score)
+    assert score == pytest.approx(expected, rel=1e-12)

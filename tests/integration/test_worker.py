@@ -168,8 +168,11 @@ def test_malformed_events_are_dead_lettered_and_the_worker_keeps_going(
             for index, (name, raw, _) in enumerate(MALFORMED):
                 producer.send({**GOOD, "event_id": f"ok-{index}", "session_id": f"s{index}"})
                 producer.send_raw(raw, key=name.encode())
+                # Right behind the bad record on its partition: must not be held up by it.
+                behind = {**GOOD, "event_id": f"behind-{index}", "session_id": name}
+                producer.send_raw(json.dumps(behind).encode(), key=name.encode())
         letters = drain(settings, settings.topics.dead_letters, len(MALFORMED), timeout=90)
-        wait_for(lambda: _dedup_count(client, keys) == len(MALFORMED))
+        wait_for(lambda: _dedup_count(client, keys) == 2 * len(MALFORMED))
         assert proc.poll() is None, "worker died"
     reasons = {m.key().decode(): parse_headers(m.headers())["reason"] for m in letters}
     assert reasons == {name: reason for name, _, reason in MALFORMED}

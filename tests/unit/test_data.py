@@ -53,6 +53,37 @@ def test_generic_loader_with_custom_columns_ms_timestamps_and_parquet(tmp_path: 
     assert frame["value"].iloc[1] == 9.5
 
 
+def test_parquet_datetimes_with_gaps_and_integer_ids_with_nulls(tmp_path: Path) -> None:
+    """Parquet keeps a datetime column's type (NaT for a gap) and stores integer ids that have
+    a null as floats: a gap is a dropped row, not year 1677, and id 10.0 is "10", as the
+    same id arrives from a live client."""
+    raw = pd.DataFrame(
+        {
+            "user_id": [1, 2, None, 3, 1],
+            "item_id": [10, 11, 12, float("nan"), 13],
+            "timestamp": pd.to_datetime(
+                [
+                    "2024-01-01 00:00:10",
+                    None,
+                    "2024-01-01 00:00:30",
+                    "2024-01-01 00:00:40",
+                    "2024-01-01 00:00:50",
+                ]
+            ),
+        }
+    )
+    path = tmp_path / "log.parquet"
+    raw.to_parquet(path)
+    frame = load_interactions(path)
+    assert list(frame["user_id"]) == ["1", "1"]  # no time, no user, no item: dropped
+    assert list(frame["item_id"]) == ["10", "13"]
+    assert list(frame["timestamp"]) == [1704067210, 1704067250]
+    # An aware column is converted to UTC first.
+    raw["timestamp"] = raw["timestamp"].dt.tz_localize("Europe/Berlin")
+    raw.to_parquet(path)
+    assert list(load_interactions(path)["timestamp"]) == [1704067210 - 3600, 1704067250 - 3600]
+
+
 def test_iso_timestamps_and_missing_columns(tmp_path: Path) -> None:
     path = tmp_path / "log.tsv"
     path.write_text("user_id\titem_id\ttimestamp\nu\ti\t2024-01-01T00:00:10Z\n")
