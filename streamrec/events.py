@@ -38,6 +38,8 @@ from pydantic import (
 from streamrec.errors import InvalidEvent
 
 __all__ = [
+    "ID_MAX_LENGTH",
+    "ID_PATTERN",
     "REASONS",
     "SCHEMA_VERSION",
     "AddToCartEvent",
@@ -79,6 +81,8 @@ REASONS = (
 )
 
 _ID_MAX = 256
+#: Longest id (event, user, session, item) the contract accepts.
+ID_MAX_LENGTH = _ID_MAX
 
 
 def _coerce_id(value: Any) -> Any:
@@ -91,6 +95,8 @@ def _coerce_id(value: Any) -> Any:
 
 
 _ID_PATTERN = r"^[^\x00-\x1f]+$"
+#: What an id may hold: anything but control characters.
+ID_PATTERN = _ID_PATTERN
 Id = Annotated[
     str,
     BeforeValidator(_coerce_id),

@@ -1,13 +1,15 @@
 """Replay an interaction log into Kafka as streamrec events, in event-time order.
 
 Sessions: a user's interactions are cut into pseudo-sessions wherever two consecutive events are
-more than ``session_gap_s`` apart (30 minutes by default); ``session_id`` is ``<user>:<n>``.
+more than ``session_gap_s`` apart (30 minutes by default); ``session_id`` is ``<user>:<n>``
+(``<digest of user>:<n>`` when that would be longer than an id may be).
 Event ids are deterministic (``<source>:<row>``), so replaying the same log twice re-sends the
 same ids and the worker's idempotency makes the second pass a no-op.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -16,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from streamrec.errors import DataError
-from streamrec.events import EventType
+from streamrec.events import ID_MAX_LENGTH, ID_PATTERN, EventType
 
 __all__ = ["assign_sessions", "iter_events", "replay"]
 
@@ -41,9 +43,16 @@ def assign_sessions(frame: pd.DataFrame, gap_s: int = 1800) -> pd.Series:
     user_base: np.ndarray = np.maximum.accumulate(np.where(new_user, cumulative, 0))
     ordinal: list[int] = (cumulative - user_base).tolist()
     sessions = pd.Series(
-        [f"{user}:{n}" for user, n in zip(users, ordinal, strict=True)], index=order
+        [_session_id(user, n) for user, n in zip(users, ordinal, strict=True)], index=order
     )
     return sessions.reindex(frame.index)
+
+
+def _session_id(user: str, n: int) -> str:
+    session = f"{user}:{n}"
+    if len(session) <= ID_MAX_LENGTH:
+        return session
+    return f"{hashlib.blake2b(user.encode(), digest_size=16).hexdigest()}:{n}"
 
 
 def iter_events(
@@ -56,8 +65,16 @@ def iter_events(
     """Event payloads, in the frame's (time) order.
 
     Raises :class:`DataError` up front, before anything is yielded, when the log holds event
-    types the worker does not accept (they would only fill the dead-letter topic).
+    types or ids the worker does not accept (they would only fill the dead-letter topic).
     """
+    for column in ("user_id", "item_id"):
+        _check_ids(frame[column], column)
+    longest_row = len(str(frame.index.max())) if len(frame) else 1
+    if len(source) + 1 + longest_row > ID_MAX_LENGTH:
+        raise DataError(
+            f"event ids '<source>:<row>' would be longer than {ID_MAX_LENGTH} characters: "
+            f"source {source[:40]!r}... has {len(source)}; pass a shorter source"
+        )
     types = frame["type"] if as_type is None else pd.Series(as_type, index=frame.index)
     counts = types.value_counts()
     unknown = {str(kind): int(n) for kind, n in counts.items() if kind not in _TYPES}
@@ -67,6 +84,19 @@ def iter_events(
             "Map them in the log, or publish every row as one type with --as-type."
         )
     return _payloads(frame, types, source, session_gap_s)
+
+
+def _check_ids(ids: pd.Series, column: str) -> None:
+    text = ids.astype(str)
+    bad = (text.str.len() > ID_MAX_LENGTH) | ~text.str.match(ID_PATTERN)
+    if bad.any():
+        first = text[bad].iloc[0]
+        raise DataError(
+            f"{column}: {int(bad.sum())} rows hold an id the event contract refuses (longer "
+            f"than {ID_MAX_LENGTH} characters, or with a control character such as a tab or "
+            f"newline); first: row {bad[bad].index[0]}, {first[:60]!r} ({len(first)} "
+            "characters). Shorten or clean those ids in the log."
+        )
 
 
 def _payloads(

@@ -1,8 +1,9 @@
 """Full-ranking evaluation: every user's held-out item ranked against the whole catalogue.
 
 No sampled negatives. Padding is never ranked; with ``exclude_seen`` every item in the user's
-input history is removed from the ranking first (the convention of the SASRec+/gSASRec papers).
-Ties count in the target's favour (rank = number of items scoring strictly higher).
+input history is removed from the ranking first (the convention of the SASRec+/gSASRec papers),
+and a target the user has already seen (a repeat, common in implicit-feedback logs) counts as a
+miss. Ties count in the target's favour (rank = number of items scoring strictly higher).
 """
 
 from __future__ import annotations
@@ -64,8 +65,14 @@ def evaluate_scores(
         item_scores = score_fn(histories).float().cpu()  # [batch, n_rows]
         item_scores = mask_scores(item_scores, seen_matrix(histories) if exclude_seen else None)
         target_scores = item_scores.gather(1, batch_targets[:, None])  # [batch, 1]
-        all_ranks.append((item_scores > target_scores).sum(dim=1).numpy())
-        all_top.append(torch.topk(item_scores, min(k, n_rows - 1), dim=1).indices.numpy())
+        batch_ranks = (item_scores > target_scores).sum(dim=1)
+        # A target masked as seen (a repeat) cannot be recommended: a miss, not the count
+        # of the items left, which is a "hit" whenever a user has seen nearly everything.
+        batch_ranks[torch.isneginf(target_scores[:, 0])] = n_rows
+        all_ranks.append(batch_ranks.numpy())
+        top = torch.topk(item_scores, min(k, n_rows - 1), dim=1)
+        # Slots with nothing left to rank (score -inf) hold masked items: not recommended.
+        all_top.append(top.indices.masked_fill(torch.isneginf(top.values), -1).numpy())
     ranks = np.concatenate(all_ranks) if all_ranks else np.zeros(0, dtype=np.int64)
     top_items = np.concatenate(all_top) if all_top else np.zeros((0, k), dtype=np.int64)
     metrics = ranking_metrics(ranks, k, top_items=top_items, n_items=n_rows - 1)

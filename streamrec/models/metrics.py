@@ -55,10 +55,12 @@ def mrr_at_k(ranks: npt.ArrayLike, k: int) -> float:
 
 
 def catalogue_coverage(top_items: npt.ArrayLike, n_items: int) -> float:
-    """Share of the catalogue that appears in at least one user's top-k list."""
+    """Share of the catalogue that appears in at least one user's top-k list (negative
+    entries are empty slots)."""
     if n_items <= 0:
         return 0.0
-    return float(np.unique(np.asarray(top_items)).size / n_items)
+    unique = np.unique(np.asarray(top_items))
+    return float((unique >= 0).sum() / n_items)
 
 
 def ranking_metrics(

@@ -53,7 +53,9 @@ def rank_targets(
     item_scores = mask_scores(item_scores, seen)  # [rows, n_items]
     target_index = torch.tensor([targets[row] for row in rows], device=item_scores.device)
     target_scores = item_scores.gather(1, target_index[:, None])  # [rows, 1]
-    ranks[rows] = (item_scores > target_scores).sum(dim=1).cpu().numpy()
+    row_ranks = (item_scores > target_scores).sum(dim=1)
+    row_ranks[torch.isneginf(target_scores[:, 0])] = UNRANKABLE  # a seen item: a miss
+    ranks[rows] = row_ranks.cpu().numpy()
     return ranks
 
 

@@ -91,7 +91,8 @@ def create_app(settings: Settings, ranker: Ranker) -> FastAPI:
         metrics.RECOMMENDATIONS.labels("http", record.policy).inc()
         return record
 
-    @api.delete("/v1/users/{user_id}", response_model=ForgetReport)
+    # :path -- ids may hold "/" (the contract allows it; a client sends it as %2F)
+    @api.delete("/v1/users/{user_id:path}", response_model=ForgetReport)
     async def forget_user(user_id: str) -> ForgetReport:
         """Remove every trace of a user from state; reports what was removed."""
         if not user_id or len(user_id) > 256:

@@ -116,6 +116,13 @@ def test_forget_user_removes_every_trace(client: TestClient, stack_settings: Set
     assert len(history["items"]) == 9  # a cold-start user again: the whole 9-item catalogue
 
 
+def test_forget_user_takes_ids_with_a_slash(client: TestClient) -> None:
+    for path in ("/v1/users/shop%2F42", "/v1/users/shop/42"):
+        response = client.delete(path)
+        assert response.status_code == 200, response.text
+        assert response.json()["user_id"] == "shop/42"
+
+
 def test_health_and_readiness(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")

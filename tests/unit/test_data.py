@@ -234,3 +234,32 @@ def test_rows_without_ids_or_times_are_dropped_with_a_warning(
     assert list(frame["item_id"]) == ["a", "d"]
     assert list(frame["type"]) == ["view", "view"]
     assert "dropped 3 of 5 rows" in caplog.text
+
+
+def test_replay_keeps_long_user_ids_valid_and_refuses_bad_ids_up_front() -> None:
+    long_user = "u" * 255  # the contract's limit is 256: "<user>:<n>" would not fit
+    frame = pd.DataFrame(
+        {
+            "user_id": [long_user, long_user, "short"],
+            "item_id": ["a", "b", "c"],
+            "timestamp": [0, 10_000, 5],
+            "type": "view",
+            "value": float("nan"),
+        }
+    )
+    payloads = list(iter_events(frame, source="log"))
+    events = [parse_event(payload) for payload in payloads]  # every one valid
+    sessions = [event.session_id for event in events]
+    assert sessions[2] == "short:0"
+    assert sessions[0] != sessions[1]  # the 30-minute gap still starts a new session
+    assert sessions[0].rsplit(":", 1)[0] == sessions[1].rsplit(":", 1)[0]
+    assert all(len(session) <= 256 for session in sessions)
+
+    with_tab = frame.assign(item_id=["a", "b\tc", "c"])
+    with pytest.raises(DataError, match=r"item_id: 1 rows .* row 1"):
+        next(iter_events(with_tab, source="log"))
+    too_long = frame.assign(user_id=["x" * 300, "y", "z"])
+    with pytest.raises(DataError, match="user_id"):
+        next(iter_events(too_long, source="log"))
+    with pytest.raises(DataError, match="shorter source"):
+        next(iter_events(frame, source="s" * 260))
