@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streamrec.config import get_settings
-from streamrec.data.loaders import load_dataset
+from streamrec.data.loaders import LogFormat, load_dataset
 from streamrec.data.sequences import Vocabulary, build_sequences
 from streamrec.errors import StreamrecError
 from streamrec.log_options import ColumnsOption, NamesOption, SepOption, log_format
@@ -77,7 +77,8 @@ def train_command(
     chosen = {"lr": lr, "batch_size": batch_size, "lr_schedule": lr_schedule}
     config = TrainConfig.recipe(
         model,  # type: ignore[arg-type]
-        dataset=dataset,
+        # a log's absolute path: `evaluate` finds it from any directory
+        dataset=str(Path(dataset).resolve()) if Path(dataset).is_file() else dataset,
         log_format=log_format(columns, sep, names).to_dict(),
         epochs=epochs,
         time_budget_s=time_budget,
@@ -110,7 +111,13 @@ def evaluate_command(
     checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint directory.")] = None,
     version: Annotated[str | None, typer.Option(help="Registry version (default current).")] = None,
     registry: RegistryOption = None,
-    dataset: str = "ml-1m",
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="ml-1m or a log path (default: the log the model was trained on, read the "
+            "same way, as its metadata records)."
+        ),
+    ] = None,
     exclude_seen: Annotated[bool, typer.Option(help="Drop seen items from the ranking.")] = True,
     split: Annotated[str, typer.Option(help="test or validation.")] = "test",
     k: int = 10,
@@ -123,10 +130,16 @@ def evaluate_command(
     try:
         if checkpoint is not None:
             loaded: Checkpoint = load_checkpoint(checkpoint)
-            model, vocab = loaded.model, loaded.vocab
+            model, vocab, meta = loaded.model, loaded.vocab, loaded.meta
         else:
             snapshot = _registry(registry).load(version)
-            model, vocab = snapshot.model, snapshot.vocab
+            model, vocab, meta = snapshot.model, snapshot.vocab, snapshot.meta
+        trained_on = meta.get("train_config", {})
+        if dataset is None:
+            dataset = str(trained_on.get("dataset", "ml-1m"))
+            if columns is None and sep is None and names is None:
+                formatting = LogFormat.from_dict(trained_on.get("log_format") or {})
+            console.print(f"dataset: {dataset} (the model's training log)")
         frame = load_dataset(dataset, log_format=formatting)
         data = build_sequences(frame, vocab=Vocabulary(vocab.ids))
         if data.vocab.size != vocab.size:

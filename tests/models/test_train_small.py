@@ -135,6 +135,11 @@ def test_cli_train_evaluate_registry(tmp_path: Path, ml1m_slice: pd.DataFrame) -
     assert evaluated.exit_code == 0 and "including seen" in evaluated.output
     evaluated = runner.invoke(app, ["evaluate", "--registry", str(registry), "--dataset", str(log)])
     assert evaluated.exit_code == 0 and "ndcg@10" in evaluated.output
+    # Without --dataset: the log the model was trained on (not ML-1M), read the same way.
+    evaluated = runner.invoke(app, ["evaluate", "--registry", str(registry)])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "training log" in evaluated.output and "unknown" not in evaluated.output
+    assert log.name in evaluated.output.replace("\n", "")
     listed = runner.invoke(app, ["registry", "list", "--registry", str(registry)])
     assert listed.exit_code == 0 and "v0001" in listed.output
     assert runner.invoke(app, ["registry", "rollback", "--registry", str(registry)]).exit_code == 0
