@@ -102,7 +102,7 @@ class EventProducer:
         value: bytes | None,
         *,
         key: bytes | None = None,
-        headers: Mapping[str, bytes] | None = None,
+        headers: Mapping[str, bytes | None] | None = None,
     ) -> None:
         """Enqueue bytes as they are (no validation): for replaying foreign data or tests."""
         while True:
@@ -403,7 +403,7 @@ class OutputBatch:
         topic: str,
         value: bytes | None,
         key: bytes | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: list[tuple[str, bytes | None]] | None = None,
     ) -> None:
         if self._sealed:
             raise RuntimeError("produce on a sealed output batch")

@@ -39,7 +39,7 @@ class DeadLetter:
     partition: int
     offset: int
     consumer: str
-    original_headers: tuple[tuple[str, bytes], ...] = ()
+    original_headers: tuple[tuple[str, bytes | None], ...] = ()  # a null value stays null
 
     @classmethod
     def of(
@@ -55,13 +55,13 @@ class DeadLetter:
         headers: Iterable[tuple[str, bytes | None]] | None = None,
     ) -> DeadLetter:
         kept = tuple(
-            (name, bytes(val or b""))
+            (name, None if val is None else bytes(val))
             for name, val in (headers or ())
             if not name.startswith(HEADER_PREFIX)
         )
         return cls(value, key, error.reason, error.detail, topic, partition, offset, consumer, kept)
 
-    def headers(self) -> list[tuple[str, bytes]]:
+    def headers(self) -> list[tuple[str, bytes | None]]:
         ours = [
             ("reason", self.reason),
             ("detail", self.detail.encode("utf-8")[:_DETAIL_MAX].decode("utf-8", "ignore")),

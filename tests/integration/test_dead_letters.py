@@ -23,7 +23,7 @@ def test_validating_consumer_dead_letters_every_kind_and_keeps_going(
     with EventProducer(settings) as producer:
         for index, (name, raw, _) in enumerate(MALFORMED):
             producer.send({**GOOD, "event_id": f"before-{index}"})
-            producer.send_raw(raw, key=name.encode(), headers={"source": b"fuzz"})
+            producer.send_raw(raw, key=name.encode(), headers={"source": b"fuzz", "none": None})
             producer.send({**GOOD, "event_id": f"after-{index}"})
 
     valid_ids: set[str] = set()
@@ -49,6 +49,7 @@ def test_validating_consumer_dead_letters_every_kind_and_keeps_going(
         assert headers["consumer"] == "validator"
         assert (letter.value() or b"") == (raw or b""), "original bytes must be kept"
         assert ("source", b"fuzz") in letter.headers(), "original headers must be kept"
+        assert ("none", None) in letter.headers(), "a null header value stays null"
 
 
 def test_consumer_resumes_from_committed_offsets(stack_settings: Settings) -> None:
