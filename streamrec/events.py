@@ -94,8 +94,10 @@ def _coerce_id(value: Any) -> Any:
     return value
 
 
-_ID_PATTERN = r"^[^\x00-\x1f]+$"
-#: What an id may hold: anything but control characters.
+#: At least one character that is neither a control character nor a space (so not blank:
+#: a log's loader drops blank ids, and "   " from a client would be a user no log can name).
+_ID_PATTERN = r"^[^\x00-\x1f]*[^\x00-\x20][^\x00-\x1f]*$"
+#: What an id may hold: anything but control characters, and not only spaces.
 ID_PATTERN = _ID_PATTERN
 Id = Annotated[
     str,
@@ -374,7 +376,9 @@ def _reason(error: ValidationError) -> tuple[str, str]:
     detail = f"{loc}: {first['msg']}" if loc else first["msg"]
     if kind in ("union_tag_invalid",):
         return "unknown_type", detail
-    if kind == "union_tag_not_found" or kind == "missing":
+    if kind == "union_tag_not_found":  # pydantic's words: "Unable to extract tag using ..."
+        return "missing_field", f"type: field required (one of {_types()})"
+    if kind == "missing":
         return "missing_field", detail
     if kind == "extra_forbidden":
         return "unexpected_field", detail

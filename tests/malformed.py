@@ -47,6 +47,7 @@ MALFORMED: list[tuple[str, bytes | None, str]] = [
     ("timestamp_past_9999_utc", _with(timestamp="9999-12-31T23:00:00-05:00"), "invalid_field"),
     ("timestamp_before_1_utc", _with(timestamp="0001-01-01T00:00:00+01:00"), "invalid_field"),
     ("empty_item_id", _with(item_id=""), "invalid_field"),
+    ("blank_user_id", _with(user_id="   "), "invalid_field"),
     ("list_user_id", _with(user_id=["u1"]), "invalid_field"),
     ("bool_user_id", _with(user_id=True), "invalid_field"),
     ("control_char_id", _with(item_id="a\nb"), "invalid_field"),

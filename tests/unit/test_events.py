@@ -240,3 +240,11 @@ def test_one_pass_decoding_accepts_only_what_the_checked_path_accepts(raw: bytes
         return
     assert _decode_checked(raw) == fast
     assert decode_event(raw, max_bytes=len(raw)) == fast
+
+
+def test_a_missing_type_says_so_in_plain_words() -> None:
+    for raw in (b"{}", b'{"event_id": "x", "user_id": "u", "item_id": "i", "timestamp": 1}'):
+        with pytest.raises(InvalidEvent) as caught:
+            decode_event(raw)
+        assert caught.value.reason == "missing_field"
+        assert caught.value.detail.startswith("type: field required (one of view, click")
