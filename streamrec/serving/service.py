@@ -178,8 +178,14 @@ def _decision(decision: Decision) -> dict[str, Any]:
 def _blend(
     contextual: list[tuple[str, float]], overall: list[tuple[str, float]]
 ) -> list[tuple[str, float]]:
-    """Context's popular items first, then the overall list (deduplicated) to fill up."""
+    """Context's popular items first, then the overall list (deduplicated) to fill up, its
+    scores shifted below the context's last so the list's scores never rise (an overall
+    count sums every context, so it is larger than a context's own)."""
     if contextual is overall:
         return overall
     seen = {item for item, _ in contextual}
-    return contextual + [(item, score) for item, score in overall if item not in seen]
+    fill = [(item, score) for item, score in overall if item not in seen]
+    if not contextual or not fill:
+        return contextual + fill
+    shift = max(0.0, fill[0][1] - contextual[-1][1])
+    return contextual + [(item, score - shift) for item, score in fill]
