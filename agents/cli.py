@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -21,7 +22,8 @@ app = typer.Typer(
     help="RL agent: simulator, training, evaluation, export, OPE.", no_args_is_help=True
 )
 
-DEFAULT_SIM = Path(".streamrec/agents")
+#: Under $STREAMREC_HOME (default ./.streamrec), like the rest of streamrec's state.
+DEFAULT_SIM = Path(os.environ.get("STREAMREC_HOME", ".streamrec")) / "agents"
 SimDir = Annotated[Path, typer.Option("--sim-dir", help="Simulator directory (see `prepare`).")]
 
 
@@ -82,9 +84,8 @@ def prepare(
 @app.command()
 def train(
     sim_dir: SimDir = DEFAULT_SIM,
-    out: Annotated[Path, typer.Option(help="Output dir (checkpoint/, policy/).")] = Path(
-        ".streamrec/agents/ppo"
-    ),
+    out: Annotated[Path, typer.Option(help="Output dir (checkpoint/, policy/).")] = DEFAULT_SIM
+    / "ppo",
     algo: Annotated[str, typer.Option(help="ppo (online) | marwil | bc (offline).")] = "ppo",
     mode: Annotated[str, typer.Option(help="session | bandit")] = "session",
     iterations: int = 300,
@@ -155,7 +156,7 @@ def train(
 @app.command()
 def log(
     sim_dir: SimDir = DEFAULT_SIM,
-    out: Annotated[Path, typer.Option(help="Episodes directory.")] = Path(".streamrec/agents/logs"),
+    out: Annotated[Path, typer.Option(help="Episodes directory.")] = DEFAULT_SIM / "logs",
     sessions: int = 2000,
     mode: str = "session",
     epsilon: float = 0.2,
@@ -176,9 +177,7 @@ def log(
 
 @app.command()
 def collect(
-    out: Annotated[Path, typer.Option(help="Episodes directory.")] = Path(
-        ".streamrec/agents/collected"
-    ),
+    out: Annotated[Path, typer.Option(help="Episodes directory.")] = DEFAULT_SIM / "collected",
     logged_by: Annotated[
         Path | None, typer.Option(help="The served policy: check the logs fit it.")
     ] = None,
