@@ -144,6 +144,14 @@ class RedisSettings(BaseModel):
     popularity_half_life_s: float = Field(
         3600.0 * 24, gt=0, description="Half-life of the decayed item popularity (event time)."
     )
+    popularity_max_future_s: float = Field(
+        3600.0,
+        ge=0,
+        description="Popularity takes an event stamped further ahead of the worker's clock "
+        "as if stamped this far ahead: a producer whose clock runs fast cannot pin its items "
+        "to the top (each half-life ahead doubles an event's weight). The event itself is "
+        "kept as sent.",
+    )
 
 
 class StreamSettings(BaseModel):

@@ -71,6 +71,9 @@ _APPLY = """
 -- ARGV[4]: '1' when this batch is retried after a failed call, which may have applied it:
 -- this process's own unconfirmed markers then also mean "emit its outputs again"
 local replay = ARGV[4] == '1'
+-- ARGV[5]: latest event time popularity takes (the worker's clock plus the allowed skew): a
+-- client whose clock runs ahead cannot pin its items to the top for as long as it is ahead
+local latest_ts = tonumber(ARGV[5])
 -- The list pushes, counters, set members and TTLs of the batch are gathered per key and made
 -- once per key at the end (a burst of one user is one LPUSH, LTRIM and EXPIRE, not one of each
 -- per event); the script is atomic, so no client sees the difference.
@@ -128,7 +131,7 @@ push(KEYS[3], ARGV[1], {user_len}, {user_ttl})
 incr(KEYS[4], 'events', {user_ttl})
 incr(KEYS[4], ARGV[2], {user_ttl})
 local weight = tonumber(ARGV[4])
-local now = ts / {half_life}
+local now = math.min(ts, latest_ts) / {half_life}
 local log2 = math.log(2)
 local function bump(key)
   local old = redis.call('ZSCORE', key, ARGV[1])
@@ -348,6 +351,7 @@ class StateStore:
         #: Marks the events this process applied (``1:<instance>``) until they are confirmed.
         self.instance = uuid.uuid4().hex[:16]
         self._script = _script(settings, self.instance)
+        self._max_future_s = float(settings.popularity_max_future_s)
         self._shas: dict[str, str] = {}  # script text -> its digest, once loaded
         self._deferred = _Deferred()  # carried by the next apply (or flush)
         self._writing = asyncio.Lock()  # state writes reach Redis in the order they are taken
@@ -468,7 +472,13 @@ class StateStore:
             started = time.perf_counter()
             try:
                 reply = await self._evalsha(
-                    self._script, 0, events, pages, confirms, "1" if replay else "0"
+                    self._script,
+                    0,
+                    events,
+                    pages,
+                    confirms,
+                    "1" if replay else "0",
+                    repr(time.time() + self._max_future_s),
                 )
             except RedisError as exc:
                 self._deferred = carried.then(self._deferred)

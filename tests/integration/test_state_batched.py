@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import time
 
 import pytest
 import redis
@@ -135,3 +136,40 @@ def test_popularity_takes_events_in_any_time_order_and_stays_finite(live_stack: 
     expected = top + math.log2(sum(2.0 ** (at / half_life - top) for at in times))
     assert math.isfinite(score)
     assert score == pytest.approx(expected, rel=1e-12)
+
+
+def test_an_event_from_a_fast_clock_counts_in_popularity_as_at_most_the_allowed_skew(
+    live_stack: object,
+) -> None:
+    """A client whose clock is 30 days ahead would, with a 1-day half-life, weigh 2^30 times
+    a current event; its time is capped at the worker's clock plus the allowed skew."""
+    settings = live_stack.settings(  # type: ignore[attr-defined]
+        redis={"popularity_half_life_s": 86400.0, "popularity_max_future_s": 3600.0}
+    )
+    now = time.time()
+    events = [
+        parse_event(
+            {"event_id": f"f{n}", "user_id": "u", "item_id": item, "type": "view", "timestamp": at}
+        )
+        for n, (item, at) in enumerate([("fast", now + 30 * 86400), ("now", now)])
+    ]
+
+    async def scenario() -> None:
+        store = StateStore.from_settings(settings.redis)
+        try:
+            await store.apply(events, attribute=set())
+        finally:
+            await store.close()
+
+    started = time.time()
+    asyncio.run(scenario())
+    client = redis.Redis.from_url(settings.redis.url)
+    key = Keys(settings.redis.key_prefix).popularity()
+    fast, current = client.zscore(key, "fast"), client.zscore(key, "now")
+    assert fast is not None and current is not None
+    # At most (worker clock + 1 h) / half-life: the cap, not 30 days ahead.
+    assert fast <= (time.time() + 3600.0) / 86400.0 + 1e-9
+    assert fast >= (started + 3600.0) / 86400.0 - 1e-9
+    assert fast - current < 0.05  # 1 h ahead of a 1-day half-life: 2^(1/24), not 2^30
+    stored = client.lrange(Keys(settings.redis.key_prefix).user_history("u"), 0, -1)
+    assert b"fast" in stored  # the event itself is kept
