@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,7 +17,7 @@ from rich.table import Table
 from streamrec.config import get_settings
 from streamrec.data.loaders import LogFormat, load_dataset
 from streamrec.data.sequences import Vocabulary, build_sequences
-from streamrec.errors import StreamrecError
+from streamrec.errors import DataError, StreamrecError
 from streamrec.log_options import ColumnsOption, NamesOption, SepOption, log_format
 from streamrec.models.checkpoint import Checkpoint, load_checkpoint
 from streamrec.models.evaluate import evaluate_model
@@ -128,15 +128,17 @@ def evaluate_command(
     """Full-ranking leave-one-out metrics of a checkpoint or registry version."""
     formatting = log_format(columns, sep, names)
     try:
+        models = None
         if checkpoint is not None:
             loaded: Checkpoint = load_checkpoint(checkpoint)
             model, vocab, meta = loaded.model, loaded.vocab, loaded.meta
         else:
-            snapshot = _registry(registry).load(version)
+            models = _registry(registry)
+            snapshot = models.load(version)
             model, vocab, meta = snapshot.model, snapshot.vocab, snapshot.meta
-        trained_on = meta.get("train_config", {})
         if dataset is None:
-            dataset = str(trained_on.get("dataset", "ml-1m"))
+            trained_on = _train_config(meta, models)
+            dataset = str(trained_on["dataset"])
             if columns is None and sep is None and names is None:
                 formatting = LogFormat.from_dict(trained_on.get("log_format") or {})
             console.print(f"dataset: {dataset} (the model's training log)")
@@ -160,6 +162,22 @@ def evaluate_command(
         f"{split} ({'excluding' if exclude_seen else 'including'} seen items, "
         f"{result.n_users} users): {json.dumps(metrics)}"
     )
+
+
+def _train_config(meta: dict[str, Any], models: ModelRegistry | None) -> dict[str, Any]:
+    """The training configuration behind a model: its own, or (a version fine-tuned from the
+    stream) its nearest ancestor's in the registry."""
+    seen: set[str] = set()
+    while "train_config" not in meta:
+        parent = meta.get("parent")
+        if models is None or not parent or parent in seen:
+            raise DataError(
+                "the model's metadata does not say which log it was trained on "
+                f"(dataset: {meta.get('dataset', 'unknown')!r}); pass --dataset"
+            )
+        seen.add(parent)
+        meta = json.loads((models.path(parent) / "meta.json").read_text())
+    return dict(meta["train_config"])
 
 
 @registry_app.command("list")

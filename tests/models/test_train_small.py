@@ -140,6 +140,16 @@ def test_cli_train_evaluate_registry(tmp_path: Path, ml1m_slice: pd.DataFrame) -
     assert evaluated.exit_code == 0, evaluated.output
     assert "training log" in evaluated.output and "unknown" not in evaluated.output
     assert log.name in evaluated.output.replace("\n", "")
+    # A version fine-tuned from the stream names its parent: the log is the parent's.
+    models = ModelRegistry(registry)
+    parent = models.load("v0002")
+    tuned = models.save(parent.model, parent.vocab, {"dataset": "stream", "parent": "v0002"})
+    evaluated = runner.invoke(app, ["evaluate", "--registry", str(registry), "--version", tuned])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert log.name in evaluated.output.replace("\n", "")
+    orphan = models.save(parent.model, parent.vocab, {"dataset": "somewhere"})
+    evaluated = runner.invoke(app, ["evaluate", "--registry", str(registry), "--version", orphan])
+    assert evaluated.exit_code != 0 and "pass --dataset" in evaluated.output
     listed = runner.invoke(app, ["registry", "list", "--registry", str(registry)])
     assert listed.exit_code == 0 and "v0001" in listed.output
     assert runner.invoke(app, ["registry", "rollback", "--registry", str(registry)]).exit_code == 0
