@@ -97,6 +97,10 @@ class RollingMetrics:
     def hr(self) -> float:
         return hit_rate_at_k(np.fromiter(self.ranks, dtype=np.int64), self.k)
 
+    def ndcg_last(self, n: int) -> float:
+        """NDCG@k over the newest ``n`` ranks of the window."""
+        return ndcg_at_k(self.last(n), self.k) if n > 0 else 0.0
+
     def last(self, n: int) -> np.ndarray:
         values = np.fromiter(self.ranks, dtype=np.int64)
         return values[-n:]

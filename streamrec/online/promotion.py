@@ -45,8 +45,10 @@ class PromotionGuard:
         self.min_events = min_events
 
     def should_promote(self, candidate: RollingMetrics, serving: RollingMetrics) -> Decision:
+        """Both windows end at the same event (each batch is ranked by both models); the
+        serving one restarts at each promotion, so compare the newest events both hold."""
         events = min(len(candidate), len(serving))
-        cand, serv = candidate.ndcg, serving.ndcg
+        cand, serv = candidate.ndcg_last(events), serving.ndcg_last(events)
         if events < self.min_events:
             return Decision(
                 "keep", f"only {events} events in the window", cand, serv, events, time.time()
@@ -76,7 +78,7 @@ class PromotionGuard:
         ``rollback`` if the new one is worse by more than ``margin``, ``confirm`` once
         ``min_events`` show it is not, else ``keep`` (still watching)."""
         events = min(len(promoted), len(previous))
-        new, old = promoted.ndcg, previous.ndcg
+        new, old = promoted.ndcg_last(events), previous.ndcg_last(events)
         if events < self.min_events:
             return Decision(
                 "keep", f"judging: {events} events so far", new, old, events, time.time()

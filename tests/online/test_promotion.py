@@ -112,3 +112,18 @@ def test_review_refuses_a_worse_candidate(tmp_path: Path, registry: ModelRegistr
     tuner.learner.serving_metrics.add([0] * 30)
     assert tuner.review().action == "keep"
     assert [info.version for info in registry.list()] == before
+
+
+def test_promotion_compares_both_models_on_the_same_newest_events() -> None:
+    """After a promotion the serving window restarts while the candidate's still holds the
+    events before it: only the newest events both ranked may decide."""
+    from streamrec.online.prequential import RollingMetrics
+    from streamrec.online.promotion import PromotionGuard
+
+    candidate, serving = RollingMetrics(1000), RollingMetrics(1000)
+    candidate.add([0] * 500)  # before the promotion: the candidate looked far better
+    candidate.add([3] * 100)  # since then, on the same 100 events as serving ...
+    serving.add([1] * 100)  # ... serving ranked them higher
+    decision = PromotionGuard(margin=0.0, min_events=50).should_promote(candidate, serving)
+    assert decision.action == "keep", decision.reason
+    assert decision.events == 100
