@@ -265,6 +265,12 @@ class OnlineSettings(BaseModel):
         None, description="Model registry (default: data dir/models)."
     )
     group_id: str = Field("streamrec-finetune", description="Consumer group of the fine-tuner.")
+    dedup_events: int = Field(
+        200_000,
+        ge=0,
+        description="Event ids the fine-tuner remembers (checkpointed with it) to learn each "
+        "event once: a producer's retry or a log replayed again resends the same ids.",
+    )
     train_every_events: int = Field(256, ge=1, description="Events between training rounds.")
     train_every_s: float = Field(5.0, gt=0, description="Max seconds between training rounds.")
     steps_per_round: int = Field(4, ge=1, description="Optimisation steps per round.")

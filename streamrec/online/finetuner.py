@@ -20,6 +20,7 @@ import json
 import logging
 import shutil
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +85,9 @@ class FineTuner:
         self.freshness = Freshness()
         self.decisions: list[Decision] = []
         self.offsets: dict[str, int] = {}  # "topic:partition" -> next offset not yet learnt
+        #: Ids of the newest events learnt (oldest first), so a resent event is learnt once.
+        self.learnt_ids: OrderedDict[str, None] = OrderedDict()
+        self.duplicates = 0  # events skipped as already learnt, since start
         self._checkpoint_seq = 0
         self.observer = observer
         self.learner = self._build_learner()
@@ -125,6 +129,7 @@ class FineTuner:
             learner.optimizer = learner._new_optimizer()
             learner.load_state(state["learner"])
             self.offsets = {key: int(value) for key, value in state["offsets"].items()}
+            self.learnt_ids = OrderedDict.fromkeys(state.get("learnt_ids", []))
             log.info(
                 "resumed fine-tuner from %s: %d examples, offsets %s",
                 self.state_dir,
@@ -185,13 +190,31 @@ class FineTuner:
             self.checkpoint()
 
     def _fresh(self, batch: list[ConsumedEvent]) -> list[ConsumedEvent]:
-        """Drop records already learnt from (before a restart that came before a commit)."""
+        """Drop records already learnt from: by offset (read again after a restart that came
+        before a commit) and by event id (sent again: a producer's retry, a replayed log)."""
         out = []
+        ids = self.learnt_ids
+        in_batch: set[str] = set()
+        skipped = 0
         for item in batch:
             key = f"{item.topic}:{item.partition}"
             if item.offset < self.offsets.get(key, 0):
                 continue
+            event_id = item.event.event_id
+            if event_id in ids or event_id in in_batch:
+                self.offsets[key] = item.offset + 1  # nothing to learn: past it
+                skipped += 1
+                continue
+            in_batch.add(event_id)
             out.append(item)
+        if skipped:
+            self.duplicates += skipped
+            log.info("skipped %d events already learnt (same event_id)", skipped)
+        limit = self.online.dedup_events
+        if limit:
+            ids.update(dict.fromkeys(item.event.event_id for item in out))
+            while len(ids) > limit:
+                ids.popitem(last=False)
         return out
 
     def _observe(self, batch: list[ConsumedEvent]) -> None:
@@ -287,7 +310,13 @@ class FineTuner:
             {"dataset": "stream", "parent": self.learner.serving_version},
         )
         (staging / "state.json").write_text(
-            json.dumps({"learner": self.learner.state(), "offsets": self.offsets})
+            json.dumps(
+                {
+                    "learner": self.learner.state(),
+                    "offsets": self.offsets,
+                    "learnt_ids": list(self.learnt_ids),
+                }
+            )
         )
         staging.rename(self.state_dir / name)
         atomic_write_text(self.state_dir / "CURRENT", name)

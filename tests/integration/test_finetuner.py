@@ -85,3 +85,22 @@ def test_resumes_from_committed_offsets_and_never_learns_an_event_twice(
     assert resumed.learner.examples_seen == 430, "redelivered events were learnt again"
     assert all(f"new{n}" in resumed.learner.vocab for n in range(3))
     assert resumed.learner.candidate.n_items == 34
+
+
+def test_a_resent_event_is_learnt_once_also_across_a_restart(settings: Settings) -> None:
+    """A replayed log (or a producer's retry) resends event ids at new offsets: the worker's
+    state dedups them by id, and so does the fine-tuner, checkpoint included."""
+    _send(settings, 0, 120)
+    _send(settings, 0, 60)  # the first 60 again, at new offsets
+    first = FineTuner(settings)
+    first.run(idle_timeout_s=3)
+    first.close()
+    assert first.learner.examples_seen == 120
+    assert first.duplicates == 60
+
+    _send(settings, 60, 80)  # 60 already learnt, 20 new
+    second = FineTuner(settings)
+    second.run(idle_timeout_s=3)
+    second.close()
+    assert second.learner.examples_seen == 140
+    assert second.duplicates == 60
