@@ -103,6 +103,10 @@ class FineTuner:
                 f"no promoted model in {self.registry.root}; train one first: "
                 "`streamrec train --model sasrec --promote`"
             )
+        return self._resume(self._fresh_learner(version), version)
+
+    def _fresh_learner(self, version: str) -> OnlineLearner:
+        """A learner whose candidate starts as ``version`` of the registry."""
         served = self.registry.load(version)
         config = LearnerConfig(
             lr=self.online.lr,
@@ -116,20 +120,42 @@ class FineTuner:
             context_len=self.online.context_len,
             train_positions=self.online.train_positions,
         )
-        learner = OnlineLearner(served.model, served.vocab, config, serving_version=version)
+        return OnlineLearner(served.model, served.vocab, config, serving_version=version)
+
+    def _resume(self, learner: OnlineLearner, version: str) -> OnlineLearner:
         current = self.state_dir / "CURRENT"
         if current.is_file():
             checkpoint = self.state_dir / current.read_text().strip()
             self._checkpoint_seq = int(checkpoint.name.split("-")[1])
             state = json.loads((checkpoint / "state.json").read_text())
             restored = load_checkpoint(checkpoint)
+            self.offsets = {key: int(value) for key, value in state["offsets"].items()}
+            self.learnt_ids = OrderedDict.fromkeys(state.get("learnt_ids", []))
+            tuned_from = state["learner"].get("serving_version")
+            if tuned_from != version:
+                # Promoted or rolled back by someone else while this process was down: its
+                # candidate descends from another version, with another vocabulary.
+                log.warning(
+                    "the registry serves %s, but the checkpoint in %s fine-tuned %s: starting "
+                    "again from %s (offsets and learnt event ids kept, histories carried "
+                    "over by item id)",
+                    version,
+                    self.state_dir,
+                    tuned_from,
+                    version,
+                )
+                learner.seed_histories(
+                    {
+                        user: restored.vocab.decode(items)
+                        for user, items in state["learner"]["histories"]
+                    }
+                )
+                return learner
             learner.candidate = restored.model
             learner.candidate.train()
             learner.vocab = restored.vocab
             learner.optimizer = learner._new_optimizer()
             learner.load_state(state["learner"])
-            self.offsets = {key: int(value) for key, value in state["offsets"].items()}
-            self.learnt_ids = OrderedDict.fromkeys(state.get("learnt_ids", []))
             log.info(
                 "resumed fine-tuner from %s: %d examples, offsets %s",
                 self.state_dir,
@@ -245,6 +271,9 @@ class FineTuner:
         confirmed (in the same check, so a confirmation costs no extra period of staleness),
         consider promoting the candidate. Returns the last decision taken."""
         learner = self.learner
+        current = self.registry.current()
+        if current is not None and current != learner.serving_version:
+            return self._follow(current)
         verdict: Decision | None = None
         if learner.previous is not None:
             verdict = self.guard.judge(learner.since_promotion, learner.previous_metrics)
@@ -284,6 +313,33 @@ class FineTuner:
         freshness = self.freshness.promoted(self.clock())
         metrics.MODEL_PROMOTIONS.inc()
         self._log(decision, version, freshness_s=freshness)
+        return decision
+
+    def _follow(self, version: str) -> Decision:
+        """The registry was promoted or rolled back by someone else (`streamrec registry`,
+        `train --promote`): fine-tune that version from now on, never override it."""
+        log.warning(
+            "the registry now serves %s, not %s: fine-tuning %s from here",
+            version,
+            self.learner.serving_version,
+            version,
+        )
+        histories = {
+            user: self.learner.vocab.decode(items) for user, items in self.learner.histories.items()
+        }
+        old = self.learner
+        self.learner = self._fresh_learner(version)
+        self.learner.seed_histories(histories)
+        self.learner.examples_seen, self.learner.steps = old.examples_seen, old.steps
+        decision = Decision(
+            "follow",
+            f"the registry serves {version}, set outside the fine-tuner",
+            0.0,
+            0.0,
+            0,
+            time.time(),
+        )
+        self._log(decision, version)
         return decision
 
     def _log(self, decision: Decision, version: str, **extra: Any) -> None:

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Decision:
-    action: str  # promote | rollback | confirm | keep
+    action: str  # promote | rollback | confirm | keep | follow (the registry moved outside)
     reason: str
     candidate_ndcg: float
     serving_ndcg: float

@@ -127,3 +127,39 @@ def test_promotion_compares_both_models_on_the_same_newest_events() -> None:
     decision = PromotionGuard(margin=0.0, min_events=50).should_promote(candidate, serving)
     assert decision.action == "keep", decision.reason
     assert decision.events == 100
+
+
+def test_a_promotion_made_outside_the_fine_tuner_is_followed_not_overridden(
+    tmp_path: Path, registry: ModelRegistry
+) -> None:
+    """Someone promotes a model trained on another log (another vocabulary) while the
+    fine-tuner runs, and again while it is down: it fine-tunes that version from then on."""
+    from tests.online.conftest import tiny_model
+
+    tuner = _tuner(tmp_path, registry)
+    tuner.learner.observe([("u1", "i3"), ("u1", "i4"), ("u2", "i5")])
+    other = Vocabulary([f"x{n}" for n in range(10)] + ["i4", "i3"])
+    outside = registry.save(tiny_model(other.n_items, seed=1), other, {"dataset": "other"})
+    registry.promote(outside)
+    tuner.learner.candidate_metrics.add([0] * 30)  # the candidate looks better ...
+    tuner.learner.serving_metrics.add([5] * 30)
+    decision = tuner.review()  # ... but it descends from the replaced version
+    assert decision.action == "follow"
+    assert registry.current() == outside
+    learner = tuner.learner
+    assert learner.serving_version == outside and learner.vocab.ids == other.ids
+    assert learner.vocab.decode(learner.histories["u1"]) == ["i3", "i4"]  # carried by id
+    assert learner.candidate.n_items == other.n_items + 1
+
+    # Down, then promoted again from outside: the checkpoint's candidate is not resumed.
+    tuner.offsets = {"t:0": 7}
+    tuner.checkpoint()
+    again = registry.save(tiny_model(other.n_items, seed=2), other, {"dataset": "other"})
+    registry.promote(again)
+    restarted = _tuner(tmp_path, registry)
+    assert restarted.learner.serving_version == again
+    assert restarted.offsets == {"t:0": 7}
+    assert restarted.learner.vocab.decode(restarted.learner.histories["u1"]) == ["i3", "i4"]
+    promoted = restarted.registry.load(again).model.state_dict()
+    for name, value in restarted.learner.candidate.state_dict().items():
+        assert (value == promoted[name]).all(), name
