@@ -360,8 +360,14 @@ def finetune(
     except StreamrecError as exc:
         raise _fail(exc) from exc
     _serve_metrics(settings, "finetune")
+    import signal
+
+    stopping: list[int] = []
+    # SIGTERM (systemd, Kubernetes, `kill`) stops like Ctrl-C: the loop ends after the batch
+    # in hand, trains what is pending, checkpoints, commits and leaves the consumer group.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
     try:
-        tuner.run(max_events=max_events, idle_timeout_s=idle_timeout)
+        tuner.run(max_events=max_events, idle_timeout_s=idle_timeout, stop=lambda: bool(stopping))
     except KeyboardInterrupt:
         pass
     finally:

@@ -119,3 +119,17 @@ def redis_snapshot(client: Any, pattern: str, *, skip_prefix: str | None = None)
         else:
             snap[key] = client.get(key)
     return snap
+
+
+def metrics_port_block() -> int:
+    """A base port with every process's /metrics port (base + offset) free."""
+    from streamrec.metrics import PROCESS_PORT_OFFSETS
+    from streamrec.stack import free_port, port_is_free
+
+    for _ in range(50):
+        base = free_port()
+        if base + max(PROCESS_PORT_OFFSETS.values()) < 65536 and all(
+            port_is_free(base + offset) for offset in PROCESS_PORT_OFFSETS.values()
+        ):
+            return base
+    raise RuntimeError("no free block of metrics ports")

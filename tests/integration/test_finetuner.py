@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from streamrec.client import EventConsumer, EventProducer
-from streamrec.config import Settings
+from streamrec.config import Settings, to_env
+from streamrec.metrics import PROCESS_PORT_OFFSETS
 from streamrec.models.registry import ModelRegistry
 from streamrec.online.finetuner import FineTuner
 from tests.conftest import LiveStack
+from tests.helpers import metric_value, metrics_port_block, stop_process, wait_for
 from tests.online.conftest import tiny_model
 
 pytestmark = pytest.mark.integration
@@ -104,3 +112,44 @@ def test_a_resent_event_is_learnt_once_also_across_a_restart(settings: Settings)
     second.close()
     assert second.learner.examples_seen == 140
     assert second.duplicates == 60
+
+
+def test_sigterm_stops_the_process_with_a_final_checkpoint(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """`kill`, systemd and Kubernetes stop with SIGTERM: the fine-tuner trains what is
+    pending, checkpoints and commits, so the next start learns exactly the rest."""
+    _send(settings, 0, 150)
+    base = metrics_port_block()
+    env = {**os.environ, **to_env(settings), "STREAMREC_METRICS_PORT": str(base)}
+    log_path = tmp_path / "finetune.log"
+    with log_path.open("ab") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamrec", "finetune"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        port = base + PROCESS_PORT_OFFSETS["finetune"]
+
+        def trained() -> bool:
+            try:
+                return metric_value(port, "streamrec_finetune_loss") > 0
+            except OSError:
+                return False
+
+        wait_for(trained, timeout=90)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log_path.read_text()[-2000:]
+    finally:
+        stop_process(proc)
+    state_dir = settings.data_path / "finetune" / settings.online.group_id
+    assert (state_dir / "CURRENT").is_file(), "no checkpoint on SIGTERM"
+    _send(settings, 150, 50)
+    resumed = FineTuner(settings)
+    learnt_before = resumed.learner.examples_seen
+    assert 0 < learnt_before <= 150
+    resumed.run(idle_timeout_s=3)
+    resumed.close()
+    assert resumed.learner.examples_seen == 200

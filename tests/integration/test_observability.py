@@ -44,9 +44,16 @@ from streamrec.client import EventProducer, create_topics
 from streamrec.config import Settings, to_env
 from streamrec.events import Recommendation
 from streamrec.metrics import PROCESS_PORT_OFFSETS
-from streamrec.stack import free_port, port_is_free
+from streamrec.stack import free_port
 from streamrec.stack.prometheus import PrometheusComponent
-from tests.helpers import drain, metric_value, stop_process, wait_for, worker_process
+from tests.helpers import (
+    drain,
+    metric_value,
+    metrics_port_block,
+    stop_process,
+    wait_for,
+    worker_process,
+)
 from tests.malformed import MALFORMED
 from tests.unit.test_dashboards import (
     DOCKER_PROMETHEUS,
@@ -96,17 +103,6 @@ def _port_outside(taken: set[int]) -> int:
         if port not in taken:
             taken.add(port)
             return port
-
-
-def _metrics_port_block() -> int:
-    """A base port with every process's /metrics port (base + offset) free."""
-    for _ in range(50):
-        base = free_port()
-        if base + max(PROCESS_PORT_OFFSETS.values()) < 65536 and all(
-            port_is_free(base + offset) for offset in PROCESS_PORT_OFFSETS.values()
-        ):
-            return base
-    raise RuntimeError("no free block of metrics ports")
 
 
 @dataclass
@@ -255,7 +251,7 @@ def _finetune_process(settings: Settings, metrics_port: int, log_path: Path) -> 
 def observed(live_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
     _binary("prometheus")
     home = tmp_path_factory.mktemp("observability")
-    base = _metrics_port_block()
+    base = metrics_port_block()
     block = {base + offset for offset in PROCESS_PORT_OFFSETS.values()}
     api_port, prometheus_port = (_port_outside(block) for _ in range(2))
     settings = live_stack.settings(
