@@ -17,7 +17,7 @@ from rich.table import Table
 from streamrec.config import get_settings
 from streamrec.data.loaders import LogFormat, load_dataset
 from streamrec.data.sequences import Vocabulary, build_sequences
-from streamrec.errors import DataError, StreamrecError
+from streamrec.errors import DataError, ModelError, StreamrecError
 from streamrec.log_options import ColumnsOption, NamesOption, SepOption, log_format
 from streamrec.models.checkpoint import Checkpoint, load_checkpoint
 from streamrec.models.evaluate import evaluate_model
@@ -184,6 +184,8 @@ def _train_config(meta: dict[str, Any], models: ModelRegistry | None) -> dict[st
 def registry_list(registry: RegistryOption = None) -> None:
     """Registered versions; the promoted one is starred."""
     models = _registry(registry)
+    if not models.root.is_dir():
+        raise _fail(ModelError(f"no model registry at {models.root}"))
     table = Table("", "version", "kind", "dataset", "created", "test ndcg@10", "test recall@10")
     for info in models.list():
         test = info.metrics.get("test", {})

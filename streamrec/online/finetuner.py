@@ -156,6 +156,11 @@ class FineTuner:
             learner.vocab = restored.vocab
             learner.optimizer = learner._new_optimizer()
             learner.load_state(state["learner"])
+            previous = state["learner"].get("previous_version")
+            if previous is not None:
+                # The last promotion was not judged before the stop: judge it on the events
+                # from here, against its predecessor, as if it had just been made.
+                learner.shadow(self.registry.load(previous).model, previous)
             log.info(
                 "resumed fine-tuner from %s: %d examples, offsets %s",
                 self.state_dir,
@@ -290,6 +295,8 @@ class FineTuner:
             self._log(verdict, learner.serving_version)
         decision = self.guard.should_promote(learner.candidate_metrics, learner.serving_metrics)
         if decision.action != "promote":
+            # No record in promotions.jsonl (one per check would flood it); the log says why.
+            log.info("keeping %s: %s", learner.serving_version, decision.reason)
             return verdict or decision
         exported = learner.export()
         version = self.registry.save(

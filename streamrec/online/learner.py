@@ -282,15 +282,21 @@ class OnlineLearner:
         """The registry now serves ``model``. With ``shadow`` (after a promotion) the replaced
         version keeps being scored on the same events until :meth:`end_shadow`."""
         if shadow:
-            self.previous, self.previous_version = self.serving, self.serving_version
-            self.previous_metrics = RollingMetrics(self.config.window)
-            self.since_promotion = RollingMetrics(self.config.window)
+            self.shadow(self.serving, self.serving_version)
         else:
             self.end_shadow()
         self.serving = model
         self.serving.eval()
         self.serving_version = version
         self.serving_metrics = RollingMetrics(self.config.window)
+
+    def shadow(self, model: SequenceModel, version: str) -> None:
+        """Score ``model`` (the version the serving one replaced) alongside on every event
+        from now, until :meth:`end_shadow`."""
+        self.previous, self.previous_version = model, version
+        self.previous.eval()
+        self.previous_metrics = RollingMetrics(self.config.window)
+        self.since_promotion = RollingMetrics(self.config.window)
 
     def end_shadow(self) -> None:
         self.previous, self.previous_version = None, None
@@ -304,6 +310,8 @@ class OnlineLearner:
             "examples_seen": self.examples_seen,
             "offline_n_items": self.offline_n_items,
             "serving_version": self.serving_version,
+            # a promotion not judged yet: its predecessor is shadowed again after a restart
+            "previous_version": self.previous_version,
             "saved_at": time.time(),
         }
 

@@ -160,6 +160,8 @@ def test_cli_train_evaluate_registry(tmp_path: Path, ml1m_slice: pd.DataFrame) -
     )
     failed = runner.invoke(app, ["registry", "promote", "v0099", "--registry", str(registry)])
     assert failed.exit_code == 1 and "no version" in failed.output
+    typo = runner.invoke(app, ["registry", "list", "--registry", str(tmp_path / "regsitry")])
+    assert typo.exit_code == 1 and "no model registry" in typo.output
 
 
 def test_plateau_schedule_lowers_the_lr_when_validation_stalls(slice_data: SequenceData) -> None:

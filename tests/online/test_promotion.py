@@ -163,3 +163,24 @@ def test_a_promotion_made_outside_the_fine_tuner_is_followed_not_overridden(
     promoted = restarted.registry.load(again).model.state_dict()
     for name, value in restarted.learner.candidate.state_dict().items():
         assert (value == promoted[name]).all(), name
+
+
+def test_a_promotion_not_judged_before_a_restart_is_judged_after_it(
+    tmp_path: Path, registry: ModelRegistry
+) -> None:
+    tuner = _tuner(tmp_path, registry)
+    first = registry.current()
+    tuner.learner.candidate_metrics.add([0] * 30)
+    tuner.learner.serving_metrics.add([5] * 30)
+    assert tuner.review().action == "promote"
+    promoted = registry.current()
+    tuner.checkpoint()  # stopped before the verdict
+
+    restarted = _tuner(tmp_path, registry)
+    learner = restarted.learner
+    assert learner.serving_version == promoted
+    assert learner.previous_version == first  # shadowed again
+    learner.since_promotion.add([40] * 30)
+    learner.previous_metrics.add([1] * 30)
+    assert restarted.review().action == "rollback"
+    assert registry.current() == first and learner.serving_version == first
