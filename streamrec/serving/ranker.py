@@ -70,6 +70,9 @@ class Ranked:
     explored: bool = False
     #: The policy's observation and action, when it logs them (offline RL from the stream).
     decision: Decision | None = None
+    #: Who answered this row when not the ranker itself (a fallback, e.g. popularity for a
+    #: history with no item the model knows): the record's ``model_version``.
+    answered_by: str | None = None
 
 
 @runtime_checkable

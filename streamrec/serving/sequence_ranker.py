@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -151,10 +152,12 @@ class SequenceRanker:
                     contexts[r] if r < len(contexts) else RankContext() for r in empty_rows
                 ]
                 ranked = self.fallback.rank(fallback_histories, fallback_contexts, k)
+                answered_by = self.fallback.version
             else:
                 ranked = self._rank_popular(snapshot, fallback_histories, k)
+                answered_by = f"{snapshot.version}:popular"  # the model's training counts
             for row, result in zip(empty_rows, ranked, strict=True):
-                results[row] = result
+                results[row] = replace(result, answered_by=result.answered_by or answered_by)
         return [result if result is not None else Ranked([], []) for result in results]
 
     def _excluded(self, snapshot: LoadedModel, histories: Sequence[History]) -> torch.Tensor:

@@ -138,7 +138,7 @@ class Recommender:
             event_id=request.event_id,
             item_ids=ranked.item_ids,
             scores=ranked.scores,
-            model_version=self.ranker.version,
+            model_version=ranked.answered_by or self.ranker.version,
             policy=self.policy,
             propensities=ranked.propensities,
             explanations=ranked.explanations,

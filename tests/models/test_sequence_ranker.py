@@ -80,12 +80,16 @@ def test_empty_histories_use_fallback(loaded: LoadedModel) -> None:
     )
     assert results[0].item_ids == ["fallback"] and results[2].item_ids == ["fallback"]
     assert len(results[1].item_ids) == 3 and len(fallback.calls) == 1
+    # Records say who answered: the fallback's version, not the model's.
+    assert results[0].answered_by == results[2].answered_by == "1"
+    assert results[1].answered_by is None
 
 
 def test_empty_history_without_fallback_uses_popularity(loaded: LoadedModel) -> None:
     ranker = SequenceRanker(loaded)
     [ranked] = ranker.rank([History(items=["nope"], exclude=frozenset({"item20"}))], _ctx(1), 3)
     assert ranked.item_ids == ["item19", "item18", "item17"]
+    assert ranked.answered_by == f"{ranker.version}:popular"
 
 
 def test_explanations_come_from_history(loaded: LoadedModel) -> None:
