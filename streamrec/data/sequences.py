@@ -260,12 +260,30 @@ def build_sequences(
     )
     # Two stable sorts: by time, then by user, keep log order for equal timestamps.
     log = log.sort_values("timestamp", kind="stable").sort_values("user_id", kind="stable")
+    rows = len(log)
     item_counts = log["item_id"].value_counts()
     log = log[log["item_id"].map(item_counts) >= min_item_interactions]
+    after_items = len(log)
     user_counts = log["user_id"].value_counts()
     log = log[log["user_id"].map(user_counts) >= min_user_interactions]
     if log.empty:
-        raise DataError("no user is left after filtering; is the log too small?")
+        raise DataError(
+            f"no user is left after filtering ({rows} interactions: items with fewer than "
+            f"{min_item_interactions} and then users with fewer than {min_user_interactions} "
+            "dropped); is the log too small? Lower the minimums (`train --min-item-events/"
+            "--min-user-events`)."
+        )
+    if len(log) < 0.5 * rows:
+        logger.warning(
+            "filtering kept %d of %d interactions (%d dropped as items with fewer than %d, "
+            "%d as users with fewer than %d); lower the minimums for a sparse log",
+            len(log),
+            rows,
+            rows - after_items,
+            min_item_interactions,
+            after_items - len(log),
+            min_user_interactions,
+        )
 
     vocab = vocab if vocab is not None else Vocabulary()
     first_seen = log.sort_values("timestamp", kind="stable")["item_id"].drop_duplicates()

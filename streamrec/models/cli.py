@@ -66,6 +66,12 @@ def train_command(
     ] = None,
     registry: RegistryOption = None,
     promote: Annotated[bool, typer.Option(help="Promote the registered version.")] = False,
+    min_item_events: Annotated[
+        int, typer.Option(min=1, help="Drop items with fewer interactions (first).")
+    ] = 5,
+    min_user_events: Annotated[
+        int, typer.Option(min=3, help="Then drop users with fewer (leave-one-out needs 3).")
+    ] = 5,
     columns: ColumnsOption = None,
     sep: SepOption = None,
     names: NamesOption = None,
@@ -86,6 +92,8 @@ def train_command(
         max_users=max_users,
         num_threads=threads,
         model_params={"loss": loss},
+        min_item_interactions=min_item_events,
+        min_user_interactions=min_user_events,
         **{key: value for key, value in chosen.items() if value is not None},
     )
     out = out or get_settings().data_path / "checkpoints" / model
@@ -136,6 +144,7 @@ def evaluate_command(
             models = _registry(registry)
             snapshot = models.load(version)
             model, vocab, meta = snapshot.model, snapshot.vocab, snapshot.meta
+        trained_on: dict[str, Any] = {}
         if dataset is None:
             trained_on = _train_config(meta, models)
             dataset = str(trained_on["dataset"])
@@ -143,7 +152,12 @@ def evaluate_command(
                 formatting = LogFormat.from_dict(trained_on.get("log_format") or {})
             console.print(f"dataset: {dataset} (the model's training log)")
         frame = load_dataset(dataset, log_format=formatting)
-        data = build_sequences(frame, vocab=Vocabulary(vocab.ids))
+        data = build_sequences(  # filtered as for training (when known)
+            frame,
+            vocab=Vocabulary(vocab.ids),
+            min_item_interactions=int(trained_on.get("min_item_interactions", 5)),
+            min_user_interactions=int(trained_on.get("min_user_interactions", 5)),
+        )
         if data.vocab.size != vocab.size:
             console.print(
                 f"[yellow]{data.vocab.size - vocab.size} dataset items are unknown to "

@@ -248,3 +248,30 @@ def test_cli_reads_a_log_with_its_own_columns_and_separator(
     assert unnamed.exit_code == 1 and "lacks columns for user_id" in unnamed.output
     bad = runner.invoke(app, ["evaluate", "--checkpoint", str(out), *options, "--columns", "u=x"])
     assert bad.exit_code == 2 and "bad --columns" in bad.output
+
+
+def test_cli_train_a_sparse_log_with_lower_minimums(tmp_path: Path) -> None:
+    """Every item of this log has about 2 interactions: the default minimum of 5 leaves
+    nothing, and says which options to lower; lowered, it trains, and `evaluate` filters the
+    log the same way."""
+    rng = np.random.default_rng(0)
+    rows = [
+        (f"u{user}", f"sku-{rng.integers(0, 120)}", 1_700_000_000 + 60 * (user * 4 + n))
+        for user in range(60)
+        for n in range(4)
+    ]
+    log = tmp_path / "sparse.csv"
+    pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).to_csv(log, index=False)
+    runner = CliRunner()
+    base = ["train", "--model", "gru4rec", "--dataset", str(log), "--epochs", "1"]
+    refused = runner.invoke(app, [*base, "--out", str(tmp_path / "a")])
+    assert refused.exit_code == 1
+    assert "--min-item-events" in refused.output.replace("\n", "")
+    trained = runner.invoke(
+        app,
+        [*base, "--out", str(tmp_path / "b"), "--min-item-events", "1", "--min-user-events", "3"],
+    )
+    assert trained.exit_code == 0, trained.output
+    evaluated = runner.invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "b")])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "60 users" in evaluated.output
