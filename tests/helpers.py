@@ -54,6 +54,18 @@ def worker_process(
     settings: Settings, log_path: Path, *, metrics_port: int = 0, **env: str
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real `streamrec worker` process with these settings; stopped (SIGTERM) on exit."""
+    with streamrec_process(
+        ["worker", "--loglevel", "warning"], settings, log_path, metrics_port=metrics_port, **env
+    ) as proc:
+        yield proc
+
+
+@contextmanager
+def streamrec_process(
+    args: list[str], settings: Settings, log_path: Path, *, metrics_port: int = 0, **env: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `streamrec <args>` process with these settings, its output appended to
+    ``log_path``; stopped (SIGTERM, then SIGKILL after 30 s) on exit if still running."""
     full_env = {
         **os.environ,
         **to_env(settings),
@@ -62,7 +74,7 @@ def worker_process(
     }
     with log_path.open("ab") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamrec", "worker", "--loglevel", "warning"],
+            [sys.executable, "-m", "streamrec", *args],
             env=full_env,
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from streamrec.client import EventConsumer, EventProducer
-from streamrec.config import Settings, to_env
+from streamrec.config import Settings
 from streamrec.metrics import PROCESS_PORT_OFFSETS
 from streamrec.models.registry import ModelRegistry
 from streamrec.online.finetuner import FineTuner
 from tests.conftest import LiveStack
-from tests.helpers import metric_value, metrics_port_block, stop_process, wait_for
+from tests.helpers import metric_value, metrics_port_block, streamrec_process, wait_for
 from tests.online.conftest import tiny_model
 
 pytestmark = pytest.mark.integration
@@ -121,16 +118,8 @@ def test_sigterm_stops_the_process_with_a_final_checkpoint(
     pending, checkpoints and commits, so the next start learns exactly the rest."""
     _send(settings, 0, 150)
     base = metrics_port_block()
-    env = {**os.environ, **to_env(settings), "STREAMREC_METRICS_PORT": str(base)}
     log_path = tmp_path / "finetune.log"
-    with log_path.open("ab") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamrec", "finetune"],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    with streamrec_process(["finetune"], settings, log_path, metrics_port=base) as proc:
         port = base + PROCESS_PORT_OFFSETS["finetune"]
 
         def trained() -> bool:
@@ -142,8 +131,6 @@ def test_sigterm_stops_the_process_with_a_final_checkpoint(
         wait_for(trained, timeout=90)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, log_path.read_text()[-2000:]
-    finally:
-        stop_process(proc)
     state_dir = settings.data_path / "finetune" / settings.online.group_id
     assert (state_dir / "CURRENT").is_file(), "no checkpoint on SIGTERM"
     _send(settings, 150, 50)

@@ -51,6 +51,7 @@ from tests.helpers import (
     metric_value,
     metrics_port_block,
     stop_process,
+    streamrec_process,
     wait_for,
     worker_process,
 )
@@ -232,19 +233,9 @@ def _finetune_process(settings: Settings, metrics_port: int, log_path: Path) -> 
     vocab = Vocabulary([f"item{n}" for n in range(40)])
     registry = ModelRegistry(settings.registry_path)
     registry.promote(registry.save(tiny_model(vocab.n_items), vocab, {"dataset": "synthetic"}))
-    env = {**os.environ, **to_env(settings), "STREAMREC_METRICS_PORT": str(metrics_port)}
-    with log_path.open("ab") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamrec", "finetune"],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    with streamrec_process(["finetune"], settings, log_path, metrics_port=metrics_port) as proc:
         yield
         assert proc.poll() is None, f"finetune exited: {log_path.read_text()[-2000:]}"
-    finally:
-        stop_process(proc)
 
 
 @pytest.fixture(scope="module")
