@@ -264,14 +264,9 @@ async def _handle(
             message = item.message
             try:
                 event = decode_event(message.value, max_bytes=settings.stream.max_event_bytes)
-            except Exception as exc:  # decode_event raises InvalidEvent; anything else too
-                error = (
-                    exc
-                    if isinstance(exc, InvalidEvent)
-                    else InvalidEvent("processing_failed", f"{type(exc).__name__}: {exc}")
-                )
-                _dead_letter(outputs, settings, error, message)
-                metrics.EVENTS_INVALID.labels(error.reason, consumer_name).inc()
+            except InvalidEvent as exc:  # the only error decode_event raises, by contract
+                _dead_letter(outputs, settings, exc, message)
+                metrics.EVENTS_INVALID.labels(exc.reason, consumer_name).inc()
                 continue
             consumed[event.type.value] += 1
             valid.append(event)
