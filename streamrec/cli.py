@@ -38,7 +38,10 @@ def _forward(module: str, prefix: list[str], ctx: typer.Context) -> None:
 
     sub_app = importlib.import_module(module).app
     command = typer.main.get_command(sub_app)
-    command.main([*prefix, *ctx.args], prog_name=f"streamrec {ctx.info_name}", standalone_mode=True)
+    # The prefix repeats this command's name inside the sub-application (`train` -> `train`),
+    # so usage lines read `streamrec train ...`, not `streamrec train train ...`.
+    prog_name = "streamrec" if prefix else f"streamrec {ctx.info_name}"
+    command.main([*prefix, *ctx.args], prog_name=prog_name, standalone_mode=True)
 
 
 @app.command("train", context_settings=_FORWARD, add_help_option=False)
