@@ -4,9 +4,13 @@ The standard sequential-recommendation protocol, for any ``user_id, item_id, tim
 
 1. interactions are ordered by time per user with a *stable* sort, so equal timestamps keep
    their order in the log (MovieLens-1M has many);
-2. items with fewer than ``min_item_interactions`` interactions are dropped (one pass, as in the
+2. with ``repeats="first"``, only a user's first interaction with each item is kept. Serving
+   never recommends an item already in the history and evaluation counts a repeated target
+   as a miss, so on a log full of repeats (views of the same product) a model trained on them
+   learns to predict what it will never be allowed to show. The default keeps them;
+3. items with fewer than ``min_item_interactions`` interactions are dropped (one pass, as in the
    SASRec preprocessing), then users left with fewer than ``min_user_interactions``;
-3. the last item of each user is the test target, the second-last the validation target, the rest
+4. the last item of each user is the test target, the second-last the validation target, the rest
    is training data (leave-one-out).
 
 :class:`Vocabulary` maps raw item ids to contiguous indices, index 0 being padding. It only ever
@@ -33,6 +37,7 @@ from streamrec.errors import DataError
 
 __all__ = [
     "PAD_INDEX",
+    "REPEATS",
     "SequenceData",
     "Vocabulary",
     "atomic_write_text",
@@ -44,6 +49,8 @@ logger = logging.getLogger(__name__)
 #: Index reserved for padding in every vocabulary and embedding table.
 PAD_INDEX = 0
 _FORMAT = "streamrec.vocabulary/1"
+#: What :func:`build_sequences` does with a user's later interactions with an item.
+REPEATS = ("keep", "first")
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -244,6 +251,7 @@ def build_sequences(
     min_item_interactions: int = 5,
     min_user_interactions: int = 5,
     vocab: Vocabulary | None = None,
+    repeats: str = "keep",
 ) -> SequenceData:
     """Time-ordered per-user sequences from an interaction log (see the module docstring).
 
@@ -255,12 +263,19 @@ def build_sequences(
         raise DataError(f"interaction log lacks columns {sorted(missing)}")
     if min_user_interactions < 3:
         raise DataError("leave-one-out needs min_user_interactions >= 3")
+    if repeats not in REPEATS:
+        raise DataError(f"repeats must be one of {', '.join(REPEATS)}, not {repeats!r}")
     log = frame[["user_id", "item_id", "timestamp"]].astype(
         {"user_id": str, "item_id": str, "timestamp": "int64"}
     )
     # Two stable sorts: by time, then by user, keep log order for equal timestamps.
     log = log.sort_values("timestamp", kind="stable").sort_values("user_id", kind="stable")
     rows = len(log)
+    if repeats == "first":
+        log = log.drop_duplicates(["user_id", "item_id"], keep="first")  # stable: earliest
+        if len(log) < rows:
+            logger.info("dropped %d repeated interactions (repeats=first)", rows - len(log))
+    kept_repeats = len(log)
     item_counts = log["item_id"].value_counts()
     log = log[log["item_id"].map(item_counts) >= min_item_interactions]
     after_items = len(log)
@@ -273,13 +288,13 @@ def build_sequences(
             "dropped); is the log too small? Lower the minimums (`train --min-item-events/"
             "--min-user-events`)."
         )
-    if len(log) < 0.5 * rows:
+    if len(log) < 0.5 * kept_repeats:
         logger.warning(
             "filtering kept %d of %d interactions (%d dropped as items with fewer than %d, "
             "%d as users with fewer than %d); lower the minimums for a sparse log",
             len(log),
-            rows,
-            rows - after_items,
+            kept_repeats,
+            kept_repeats - after_items,
             min_item_interactions,
             after_items - len(log),
             min_user_interactions,

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from streamrec.config import get_settings
 from streamrec.data.loaders import LogFormat, load_dataset
-from streamrec.data.sequences import Vocabulary, build_sequences
+from streamrec.data.sequences import REPEATS, Vocabulary, build_sequences
 from streamrec.errors import DataError, ModelError, StreamrecError
 from streamrec.log_options import ColumnsOption, NamesOption, SepOption, log_format
 from streamrec.models.checkpoint import Checkpoint, load_checkpoint
@@ -72,6 +72,13 @@ def train_command(
     min_user_events: Annotated[
         int, typer.Option(min=3, help="Then drop users with fewer (leave-one-out needs 3).")
     ] = 5,
+    repeats: Annotated[
+        str,
+        typer.Option(
+            help="keep, or first: keep a user's first interaction with an item only (serving "
+            "never shows an item already in the history)."
+        ),
+    ] = "keep",
     columns: ColumnsOption = None,
     sep: SepOption = None,
     names: NamesOption = None,
@@ -80,6 +87,8 @@ def train_command(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if model not in ("sasrec", "gru4rec"):
         raise typer.BadParameter("--model must be sasrec or gru4rec")
+    if repeats not in REPEATS:
+        raise typer.BadParameter(f"--repeats must be one of {', '.join(REPEATS)}")
     chosen = {"lr": lr, "batch_size": batch_size, "lr_schedule": lr_schedule}
     config = TrainConfig.recipe(
         model,  # type: ignore[arg-type]
@@ -94,6 +103,7 @@ def train_command(
         model_params={"loss": loss},
         min_item_interactions=min_item_events,
         min_user_interactions=min_user_events,
+        repeats=repeats,
         **{key: value for key, value in chosen.items() if value is not None},
     )
     out = out or get_settings().data_path / "checkpoints" / model
@@ -101,12 +111,13 @@ def train_command(
         result = train(config, out_dir=out)
         console.print(
             f"test {json.dumps(result.test.metrics)} "
-            f"({result.train_seconds:.0f}s, best epoch {result.best_epoch}) -> {out}"
+            f"({result.train_seconds:.0f}s, best epoch {result.best_epoch}) "
+            f"-> {Path(out).resolve()}"
         )
         if registry is not None or promote:
             models = _registry(registry)
             version = models.register(out)
-            console.print(f"registered {version} in {models.root}")
+            console.print(f"registered {version} in {models.root.resolve()}")
             if promote:
                 models.promote(version)
                 console.print(f"promoted {version}")
@@ -145,8 +156,13 @@ def evaluate_command(
             snapshot = models.load(version)
             model, vocab, meta = snapshot.model, snapshot.vocab, snapshot.meta
         trained_on: dict[str, Any] = {}
-        if dataset is None:
+        try:
             trained_on = _train_config(meta, models)
+        except DataError:
+            if dataset is None:
+                raise
+        # Any log is filtered as the model's own was (minimums, repeats), when recorded.
+        if dataset is None:
             dataset = str(trained_on["dataset"])
             if columns is None and sep is None and names is None:
                 formatting = LogFormat.from_dict(trained_on.get("log_format") or {})
@@ -157,6 +173,7 @@ def evaluate_command(
             vocab=Vocabulary(vocab.ids),
             min_item_interactions=int(trained_on.get("min_item_interactions", 5)),
             min_user_interactions=int(trained_on.get("min_user_interactions", 5)),
+            repeats=str(trained_on.get("repeats", "keep")),
         )
         if data.vocab.size != vocab.size:
             console.print(

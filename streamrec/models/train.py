@@ -101,6 +101,9 @@ class TrainConfig:
     max_users: int | None = None
     min_item_interactions: int = 5
     min_user_interactions: int = 5
+    #: ``keep`` every interaction, or only each user's ``first`` with an item
+    #: (:func:`~streamrec.data.sequences.build_sequences`).
+    repeats: str = "keep"
     num_threads: int | None = None
     device: str | None = None
     progress: bool = True
@@ -138,6 +141,7 @@ def load_sequences(config: TrainConfig) -> SequenceData:
         load_dataset(config.dataset, log_format=LogFormat.from_dict(config.log_format)),
         min_item_interactions=config.min_item_interactions,
         min_user_interactions=config.min_user_interactions,
+        repeats=config.repeats,
     )
     return data.subset(config.max_users) if config.max_users else data
 

@@ -275,3 +275,44 @@ def test_cli_train_a_sparse_log_with_lower_minimums(tmp_path: Path) -> None:
     evaluated = runner.invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "b")])
     assert evaluated.exit_code == 0, evaluated.output
     assert "60 users" in evaluated.output
+
+
+def test_cli_train_with_repeats_first_and_evaluate_filters_the_same_way(tmp_path: Path) -> None:
+    """A log where every user views items again: `--repeats first` trains on first views only,
+    records it, and `evaluate` (on the training log, or on another log passed with --dataset)
+    drops the repeats too, so no test target is an item already in its history."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for user in range(40):
+        items = [f"sku-{i}" for i in rng.choice(30, size=6, replace=False)]
+        views = [*items, items[0], items[2], items[-1]]  # the last view is a repeat
+        rows += [
+            (f"u{user}", item, 1_700_000_000 + 60 * (user * 10 + n)) for n, item in enumerate(views)
+        ]
+    log = tmp_path / "repeats.csv"
+    pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).to_csv(log, index=False)
+    runner = CliRunner()
+    base = ["train", "--model", "gru4rec", "--dataset", str(log), "--epochs", "1"]
+    base += ["--min-item-events", "1", "--min-user-events", "3", "--out", str(tmp_path / "m")]
+    refused = runner.invoke(app, [*base, "--repeats", "last"])
+    assert refused.exit_code != 0 and "--repeats" in refused.output
+    trained = runner.invoke(app, [*base, "--repeats", "first"])
+    assert trained.exit_code == 0, trained.output
+    meta = json.loads((tmp_path / "m" / "meta.json").read_text())
+    assert meta["train_config"]["repeats"] == "first"
+    kept = runner.invoke(app, [*base[:-1], str(tmp_path / "k")])  # repeats kept (default)
+    assert kept.exit_code == 0, kept.output
+
+    def ndcg(checkpoint: str, *extra: str) -> float:
+        result = runner.invoke(
+            app, ["evaluate", "--checkpoint", str(tmp_path / checkpoint), *extra]
+        )
+        assert result.exit_code == 0, result.output
+        assert "40 users" in result.output
+        return float(json.loads(result.output[result.output.index("{") :])["ndcg@10"])
+
+    # kept, every test target is a repeat, so a miss; with first views only, 10 of the 24
+    # unseen items are shown, so some hit whatever the model
+    assert ndcg("k") == 0.0
+    assert ndcg("m") > 0.0
+    assert ndcg("m", "--dataset", str(log)) == ndcg("m")

@@ -79,3 +79,30 @@ def test_train_sequences_hold_out_only_the_validation_sample() -> None:
         expected = seq[:-2] if user == validated else seq[:-1]
         assert train[user].tolist() == expected.tolist()
     assert [s.tolist() for s in data.train_sequences()] == [s[:-2].tolist() for s in data.sequences]
+
+
+def test_repeats_first_keeps_each_users_first_interaction_with_an_item() -> None:
+    # u1 views a, b, a, c, b, d: with repeats=first only a, b, c, d remain, in first-seen order
+    rows = [("u1", item, ts) for ts, item in enumerate("abacbd")]
+    rows += [(user, item, ts) for user in ("u2", "u3") for ts, item in enumerate("abcd")]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+    kept = build_sequences(frame, min_item_interactions=1, min_user_interactions=3)
+    first = build_sequences(
+        frame, min_item_interactions=1, min_user_interactions=3, repeats="first"
+    )
+    u1 = kept.users.index("u1")
+    assert kept.vocab.decode(kept.sequences[u1].tolist()) == list("abacbd")
+    assert first.vocab.decode(first.sequences[first.users.index("u1")].tolist()) == list("abcd")
+    # the minimums count what is left: u4's 3 views of one item are one interaction
+    frame4 = pd.concat(
+        [frame, pd.DataFrame({"user_id": "u4", "item_id": "a", "timestamp": [1, 2, 3]})]
+    )
+    assert "u4" in build_sequences(frame4, min_item_interactions=1, min_user_interactions=3).users
+    assert (
+        "u4"
+        not in build_sequences(
+            frame4, min_item_interactions=1, min_user_interactions=3, repeats="first"
+        ).users
+    )
+    with pytest.raises(DataError, match="repeats must be one of keep, first"):
+        build_sequences(frame, repeats="last")
