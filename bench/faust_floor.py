@@ -146,14 +146,16 @@ def _agent(settings: Any, mode: str, events: int, datadir: Path) -> subprocess.P
         "FLOOR_EVENTS": str(events),
         "FLOOR_DATADIR": str(datadir),
     }
-    return subprocess.Popen(
-        [sys.executable, __file__, "--agent", "worker", "-l", "warn"],
-        env=env,
-        cwd="/tmp",  # python puts the cwd first on sys.path; the environment picks the code
-        stdout=subprocess.PIPE,
-        stderr=(datadir.parent / f"{datadir.name}.log").open("ab"),
-        text=True,
-    )
+    # the child holds its own copy of the log's descriptor; ours is closed once it started
+    with (datadir.parent / f"{datadir.name}.log").open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, __file__, "--agent", "worker", "-l", "warn"],
+            env=env,
+            cwd="/tmp",  # python puts the cwd first on sys.path; the environment picks the code
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
 
 
 def throughput_run(base: Any, events: list[dict[str, Any]], datadir: Path) -> dict[str, Any]:
