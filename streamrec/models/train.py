@@ -301,6 +301,7 @@ def train(
             "train_seconds": round(train_seconds, 1),
             "n_users": data.n_users,
             "exclude_seen": config.exclude_seen,
+            "repeats": config.repeats,  # serving and the fine-tuner follow it
             "metrics": {"validation": best_validation.metrics, "test": test.metrics},
         }
         checkpoint_dir = save_checkpoint(out_path, model, data.vocab, meta)

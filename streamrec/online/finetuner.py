@@ -119,6 +119,7 @@ class FineTuner:
             new_item_min_events=self.online.new_item_min_events,
             context_len=self.online.context_len,
             train_positions=self.online.train_positions,
+            repeats=str(served.meta.get("repeats", "keep")),
         )
         return OnlineLearner(served.model, served.vocab, config, serving_version=version)
 
@@ -312,6 +313,7 @@ class FineTuner:
                 },
                 "offline_n_items": learner.offline_n_items,
                 "new_item_min_events": self.online.new_item_min_events,
+                "repeats": learner.config.repeats,
                 "examples_seen": learner.examples_seen,
             },
         )

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from streamrec.data.sequences import Vocabulary
+from streamrec.data.sequences import REPEATS, Vocabulary
 from streamrec.models.base import SequenceModel
 from streamrec.models.batching import left_pad
 from streamrec.models.losses import sequence_loss
@@ -61,6 +61,10 @@ class LearnerConfig:
     #: Newest positions of each example trained as targets (1 = the streamed event only;
     #: more = also the history items before it, each predicted from what preceded it).
     train_positions: int = 50
+    #: ``first``: as the model was trained offline (``train --repeats first``), an event on an
+    #: item already in the user's history is ranked (a miss, as serving cannot show it) but not
+    #: learnt from and not added to the history.
+    repeats: str = "keep"
     seed: int = 0
 
 
@@ -103,6 +107,8 @@ class OnlineLearner:
         serving_version: str = "unknown",
     ) -> None:
         self.config = config or LearnerConfig()
+        if self.config.repeats not in REPEATS:
+            raise ValueError(f"repeats must be one of {', '.join(REPEATS)}")
         self.vocab = vocab
         self.serving = serving
         self.serving_version = serving_version
@@ -144,6 +150,8 @@ class OnlineLearner:
         targets: list[int] = []
         provisional: dict[str, int] = {}  # new item -> the index the vocabulary will give it
         running: dict[str, list[int]] = {}  # histories as they were before each event
+        first_only = self.config.repeats == "first"
+        learnt: list[bool] = []  # False: a repeat, not learnt from (repeats="first")
         for user, item in events:
             history = running.get(user)
             if history is None:
@@ -154,7 +162,9 @@ class OnlineLearner:
             if index is None:
                 index = provisional.setdefault(item, self.vocab.size + len(provisional))
             targets.append(index)
-            history.append(index)
+            learnt.append(not (first_only and index in history))
+            if learnt[-1]:
+                history.append(index)
         # Test first: each model ranks with what it knew (indices past its table are unknown).
         serving_ranks = rank_targets(
             self.serving, histories, targets, exclude_seen=self.config.exclude_seen
@@ -176,12 +186,16 @@ class OnlineLearner:
         if new_items:
             self._grow(new_items)
             assert all(self.vocab[item] == index for item, index in provisional.items())
-        for (user, _), history, index in zip(events, histories, targets, strict=True):
+        for (user, _), history, index, learn in zip(
+            events, histories, targets, learnt, strict=True
+        ):
+            if not learn:
+                continue
             self.item_events[index] = self.item_events.get(index, 0) + 1
             if history:
                 self.buffer.add([*history, index])
             self._remember(user, index)
-        self.examples_seen += len(events)
+        self.examples_seen += sum(learnt)
         if arrival_times and self.untrained_since is None:
             self.untrained_since = min(arrival_times)
         self._update_priors()
@@ -191,7 +205,10 @@ class OnlineLearner:
         """Start users from known histories (item ids oldest first; unknown ids skipped)."""
         max_len = self.context_len
         for user, items in histories.items():
-            encoded = self.vocab.encode(items)[-max_len:]
+            encoded = self.vocab.encode(items)
+            if self.config.repeats == "first":
+                encoded = list(dict.fromkeys(encoded))  # first interactions, in order
+            encoded = encoded[-max_len:]
             if encoded:
                 self.histories[user] = encoded
 

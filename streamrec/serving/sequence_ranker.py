@@ -1,7 +1,8 @@
 """A :class:`~streamrec.serving.ranker.Ranker` backed by a SASRec/GRU4Rec model.
 
 * Histories are encoded with the model's vocabulary; unknown item ids are skipped (logged at
-  debug level), never fatal. The newest ``max_len`` known items are used.
+  debug level), never fatal. The newest ``max_len`` known items are used. For a model trained
+  with ``repeats = "first"`` (its meta), each item counts once, at its first occurrence.
 * Histories with no known item go to the ``fallback`` ranker when one is given, else are ranked
   by the model's training-time item popularity.
 * Scoring is batched (left-padded to the longest history in the batch) under
@@ -130,7 +131,12 @@ class SequenceRanker:
         snapshot = self._snapshot()
         want_explanations = self.explain if explain is None else explain
         max_len = snapshot.model.config.max_len
-        encoded = [snapshot.vocab.encode(history.items)[-max_len:] for history in histories]
+        encoded = [snapshot.vocab.encode(history.items) for history in histories]
+        if snapshot.meta.get("repeats") == "first":
+            # a model trained on first interactions only (`train --repeats first`) reads the
+            # history the same way: each item once, where the user first met it
+            encoded = [list(dict.fromkeys(items)) for items in encoded]
+        encoded = [items[-max_len:] for items in encoded]
         results: list[Ranked | None] = [None] * len(histories)
         known_rows = [row for row, items in enumerate(encoded) if items]
         empty_rows = [row for row, items in enumerate(encoded) if not items]

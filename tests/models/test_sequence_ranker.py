@@ -1,5 +1,6 @@
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 import torch
@@ -70,6 +71,20 @@ def test_batch_equals_one_by_one(loaded: LoadedModel) -> None:
         [alone] = ranker.rank([history], _ctx(1), k=5)
         assert alone.item_ids == together.item_ids
         assert alone.scores == pytest.approx(together.scores, abs=1e-5)
+
+
+def test_a_model_trained_on_first_interactions_reads_each_item_once(loaded: LoadedModel) -> None:
+    """`train --repeats first` models see histories as they were trained: each item once, at
+    its first occurrence. Other models see the history as it is."""
+    repeated = History(items=["item1", "item2", "item1", "item3", "item2"])
+    first_only = History(items=["item1", "item2", "item3"])
+    as_trained = SequenceRanker(replace(loaded, meta={"repeats": "first"}))
+    [with_repeats] = as_trained.rank([repeated], _ctx(1), k=5)
+    [without] = as_trained.rank([first_only], _ctx(1), k=5)
+    assert with_repeats.item_ids == without.item_ids
+    assert with_repeats.scores == pytest.approx(without.scores, abs=1e-6)
+    [kept] = SequenceRanker(loaded).rank([repeated], _ctx(1), k=5)
+    assert kept.scores != pytest.approx(without.scores, abs=1e-6)
 
 
 def test_empty_histories_use_fallback(loaded: LoadedModel) -> None:

@@ -299,7 +299,7 @@ def test_cli_train_with_repeats_first_and_evaluate_filters_the_same_way(tmp_path
     trained = runner.invoke(app, [*base, "--repeats", "first"])
     assert trained.exit_code == 0, trained.output
     meta = json.loads((tmp_path / "m" / "meta.json").read_text())
-    assert meta["train_config"]["repeats"] == "first"
+    assert meta["train_config"]["repeats"] == meta["repeats"] == "first"  # serving reads it
     kept = runner.invoke(app, [*base[:-1], str(tmp_path / "k")])  # repeats kept (default)
     assert kept.exit_code == 0, kept.output
 

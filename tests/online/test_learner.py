@@ -69,6 +69,34 @@ def test_prequential_ranks_before_learning_and_histories_within_a_batch(
     ]
 
 
+@pytest.mark.parametrize("repeats", ["keep", "first"])
+def test_repeats_first_ranks_a_repeat_but_does_not_learn_it(
+    vocab: Vocabulary, repeats: str
+) -> None:
+    config = LearnerConfig(window=10, repeats=repeats)
+    learner = OnlineLearner(tiny_model(vocab.n_items), vocab, config)
+    learner.seed_histories({"u": ["i1", "i2", "i1"]})
+    obs = learner.observe([("u", "i3"), ("u", "i2"), ("u", "i4")])
+    i1, i2, i3, i4 = (vocab[f"i{n}"] for n in range(1, 5))
+    assert len(obs.candidate_ranks) == 3
+    assert obs.candidate_ranks[1] == UNRANKABLE  # i2 is in the history: a miss either way
+    if repeats == "keep":
+        assert learner.histories["u"] == [i1, i2, i1, i3, i2, i4]
+        assert len(learner.buffer) == 3 and learner.examples_seen == 3
+    else:
+        assert learner.histories["u"] == [i1, i2, i3, i4]
+        assert [list(example) for example in learner.buffer.recent] == [
+            [i1, i2, i3],
+            [i1, i2, i3, i4],
+        ]
+        assert learner.examples_seen == 2 and learner.item_events == {i3: 1, i4: 1}
+
+
+def test_unknown_repeats_setting_is_refused(vocab: Vocabulary) -> None:
+    with pytest.raises(ValueError, match="repeats"):
+        OnlineLearner(tiny_model(vocab.n_items), vocab, LearnerConfig(repeats="last"))
+
+
 def test_rolling_metrics_hand_computed() -> None:
     metrics = RollingMetrics(window=3, k=10)
     metrics.add([0, 1, 50, 2])  # window keeps [1, 50, 2]

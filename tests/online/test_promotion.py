@@ -184,3 +184,23 @@ def test_a_promotion_not_judged_before_a_restart_is_judged_after_it(
     learner.previous_metrics.add([1] * 30)
     assert restarted.review().action == "rollback"
     assert registry.current() == first and learner.serving_version == first
+
+
+def test_the_fine_tuner_learns_as_the_served_model_was_trained_on_repeats(
+    tmp_path: Path, vocab: Vocabulary
+) -> None:
+    """A model trained with `--repeats first` is fine-tuned on first interactions only, and
+    the versions the fine-tuner writes say so, for serving."""
+    from tests.online.conftest import tiny_model
+
+    registry = ModelRegistry(tmp_path / "first-models")
+    first = registry.save(tiny_model(vocab.n_items), vocab, {"dataset": "x", "repeats": "first"})
+    registry.promote(first)
+    tuner = _tuner(tmp_path, registry)
+    assert tuner.learner.config.repeats == "first"
+    tuner.learner.observe([("u1", "i3"), ("u1", "i4"), ("u1", "i3")])
+    assert tuner.learner.vocab.decode(tuner.learner.histories["u1"]) == ["i3", "i4"]
+    tuner.learner.candidate_metrics.add([0] * 30)
+    tuner.learner.serving_metrics.add([5] * 30)
+    assert tuner.review().action == "promote"
+    assert registry.load(registry.current()).meta["repeats"] == "first"
