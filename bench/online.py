@@ -171,7 +171,7 @@ def run_part(
     tuner.close()
     stream_seconds = time.time() - stream_start
     learner = tuner.learner
-    print(f"[{name}] fine-tuner done: {learner.examples_seen} events, {learner.steps} steps")
+    print(f"[{name}] fine-tuner done: {learner.examples_seen} examples, {learner.steps} steps")
 
     frozen = frozen_baseline(registry, version, stream, histories, settings.online.context_len)
     # For reference: the frozen model ranking from its whole window (max_len), as the worker

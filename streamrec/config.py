@@ -296,7 +296,10 @@ class OnlineSettings(BaseModel):
         30.0, gt=0, description="Seconds between fine-tuner checkpoints (and offset commits)."
     )
     new_item_min_events: int = Field(
-        3, ge=1, description="Events a new item needs before it is recommended."
+        3,
+        ge=1,
+        description="Events a new item needs before it is recommended (first interactions "
+        "only, for a model trained with `--repeats first`).",
     )
     context_len: int = Field(
         50, ge=1, description="Newest history items the fine-tuner scores and trains on."

@@ -158,7 +158,7 @@ def evaluate_command(
         trained_on: dict[str, Any] = {}
         try:
             trained_on = _train_config(meta, models)
-        except DataError:
+        except (DataError, ModelError):  # no record, or an ancestor no longer in the registry
             if dataset is None:
                 raise
         # Any log is filtered as the model's own was (minimums, repeats), when recorded.
@@ -173,7 +173,8 @@ def evaluate_command(
             vocab=Vocabulary(vocab.ids),
             min_item_interactions=int(trained_on.get("min_item_interactions", 5)),
             min_user_interactions=int(trained_on.get("min_user_interactions", 5)),
-            repeats=str(trained_on.get("repeats", "keep")),
+            # a fine-tuned version's own meta says how it reads histories, as serving does
+            repeats=str(trained_on.get("repeats", meta.get("repeats", "keep"))),
         )
         if data.vocab.size != vocab.size:
             console.print(

@@ -196,8 +196,9 @@ class OnlineLearner:
                 self.buffer.add([*history, index])
             self._remember(user, index)
         self.examples_seen += sum(learnt)
-        if arrival_times and self.untrained_since is None:
-            self.untrained_since = min(arrival_times)
+        learnt_times = [t for t, learn in zip(arrival_times or [], learnt, strict=False) if learn]
+        if learnt_times and self.untrained_since is None:
+            self.untrained_since = min(learnt_times)  # freshness: from an event to be trained
         self._update_priors()
         return Observation(serving_ranks, candidate_ranks, new_items, list(arrival_times or []))
 

@@ -316,3 +316,22 @@ def test_cli_train_with_repeats_first_and_evaluate_filters_the_same_way(tmp_path
     assert ndcg("k") == 0.0
     assert ndcg("m") > 0.0
     assert ndcg("m", "--dataset", str(log)) == ndcg("m")
+    # A fine-tuned version: no train_config, its ancestor gone from the registry, its own
+    # meta saying how it reads histories. With --dataset it is evaluated as it serves.
+    from streamrec.models.registry import ModelRegistry
+
+    trained_m = load_checkpoint(tmp_path / "m")
+    registry = ModelRegistry(tmp_path / "reg")
+    tuned = registry.save(
+        trained_m.model,
+        trained_m.vocab,
+        {"dataset": "stream", "parent": "v0999", "repeats": "first"},
+    )
+    result = runner.invoke(
+        app,
+        ["evaluate", "--registry", str(registry.root), "--version", tuned, "--dataset", str(log)],
+    )
+    assert result.exit_code == 0, result.output
+    assert float(json.loads(result.output[result.output.index("{") :])["ndcg@10"]) > 0.0
+    refused = runner.invoke(app, ["evaluate", "--registry", str(registry.root), "--version", tuned])
+    assert refused.exit_code == 1 and "v0999" in refused.output  # no log to read: say why

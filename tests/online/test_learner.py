@@ -90,6 +90,9 @@ def test_repeats_first_ranks_a_repeat_but_does_not_learn_it(
             [i1, i2, i3, i4],
         ]
         assert learner.examples_seen == 2 and learner.item_events == {i3: 1, i4: 1}
+        # a batch of repeats only leaves nothing to train, so freshness does not start from it
+        learner.observe([("u", "i3")], arrival_times=[5.0])
+        assert learner.trained_through() is None
 
 
 def test_unknown_repeats_setting_is_refused(vocab: Vocabulary) -> None:
