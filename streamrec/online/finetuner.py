@@ -32,7 +32,13 @@ from streamrec.data.sequences import atomic_write_text
 from streamrec.errors import ModelError
 from streamrec.models.checkpoint import load_checkpoint, save_checkpoint
 from streamrec.models.registry import ModelRegistry
-from streamrec.online.learner import LearnerConfig, Observation, OnlineLearner
+from streamrec.online.learner import (
+    LearnerConfig,
+    Observation,
+    OnlineLearner,
+    carried_histories,
+    seen_of,
+)
 from streamrec.online.promotion import Decision, PromotionGuard
 
 __all__ = ["FineTuner", "Freshness"]
@@ -90,8 +96,9 @@ class FineTuner:
         self.duplicates = 0  # events skipped as already learnt, since start
         self._checkpoint_seq = 0
         self.observer = observer
+        self.resumed = False  # True once a checkpoint in state_dir has been read
         self.learner = self._build_learner()
-        if histories and not self.learner.examples_seen:
+        if histories and not self.resumed:
             self.learner.seed_histories(histories)
         self._consumer: EventConsumer | None = None
 
@@ -126,6 +133,7 @@ class FineTuner:
     def _resume(self, learner: OnlineLearner, version: str) -> OnlineLearner:
         current = self.state_dir / "CURRENT"
         if current.is_file():
+            self.resumed = True
             checkpoint = self.state_dir / current.read_text().strip()
             self._checkpoint_seq = int(checkpoint.name.split("-")[1])
             state = json.loads((checkpoint / "state.json").read_text())
@@ -146,10 +154,11 @@ class FineTuner:
                     version,
                 )
                 learner.seed_histories(
-                    {
-                        user: restored.vocab.decode(items)
-                        for user, items in state["learner"]["histories"]
-                    }
+                    carried_histories(
+                        dict(state["learner"]["histories"]),
+                        seen_of(state["learner"]),
+                        restored.vocab,
+                    )
                 )
                 return learner
             learner.candidate = restored.model
@@ -333,9 +342,7 @@ class FineTuner:
             self.learner.serving_version,
             version,
         )
-        histories = {
-            user: self.learner.vocab.decode(items) for user, items in self.learner.histories.items()
-        }
+        histories = self.learner.carried_histories()
         old = self.learner
         self.learner = self._fresh_learner(version)
         self.learner.seed_histories(histories)

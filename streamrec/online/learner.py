@@ -34,7 +34,14 @@ from streamrec.models.losses import sequence_loss
 from streamrec.online.buffer import ReplayBuffer
 from streamrec.online.prequential import RollingMetrics, rank_targets
 
-__all__ = ["LearnerConfig", "Observation", "OnlineLearner", "training_batch"]
+__all__ = [
+    "LearnerConfig",
+    "Observation",
+    "OnlineLearner",
+    "carried_histories",
+    "seen_of",
+    "training_batch",
+]
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +69,9 @@ class LearnerConfig:
     #: more = also the history items before it, each predicted from what preceded it).
     train_positions: int = 50
     #: ``first``: as the model was trained offline (``train --repeats first``), an event on an
-    #: item already in the user's history is ranked (a miss, as serving cannot show it) but not
-    #: learnt from and not added to the history.
+    #: item the user has had before is ranked (a miss, as serving cannot show it) but not
+    #: learnt from and not added to the history. The learner remembers every item of each
+    #: user it keeps (``max_users``), not only the newest ``context_len``.
     repeats: str = "keep"
     seed: int = 0
 
@@ -125,6 +133,8 @@ class OnlineLearner:
             self.config.context_len or serving.config.max_len, serving.config.max_len
         )
         self.histories: OrderedDict[str, list[int]] = OrderedDict()
+        #: repeats="first": every item index each kept user has had (a superset of the history)
+        self.seen: dict[str, set[int]] = {}
         self.buffer = ReplayBuffer(
             self.config.recent_size, self.config.reservoir_size, self.config.seed
         )
@@ -152,17 +162,24 @@ class OnlineLearner:
         running: dict[str, list[int]] = {}  # histories as they were before each event
         first_only = self.config.repeats == "first"
         learnt: list[bool] = []  # False: a repeat, not learnt from (repeats="first")
+        had: dict[str, set[int]] = {}  # repeats="first": items had before, this batch included
         for user, item in events:
             history = running.get(user)
             if history is None:
                 history = list(self.histories.get(user, []))
                 running[user] = history
+                if first_only:
+                    had[user] = set(self.seen.get(user, ()))
             histories.append(history[-max_len:])
             index = self.vocab.get(item)
             if index is None:
                 index = provisional.setdefault(item, self.vocab.size + len(provisional))
             targets.append(index)
-            learnt.append(not (first_only and index in history))
+            if first_only:
+                learnt.append(index not in had[user])
+                had[user].add(index)
+            else:
+                learnt.append(True)
             if learnt[-1]:
                 history.append(index)
         # Test first: each model ranks with what it knew (indices past its table are unknown).
@@ -203,23 +220,36 @@ class OnlineLearner:
         return Observation(serving_ranks, candidate_ranks, new_items, list(arrival_times or []))
 
     def seed_histories(self, histories: dict[str, list[str]]) -> None:
-        """Start users from known histories (item ids oldest first; unknown ids skipped)."""
+        """Start users from known histories (item ids oldest first; unknown ids skipped).
+
+        With repeats="first" each user's whole list counts as items had before, and the
+        history is its first interactions, in order."""
         max_len = self.context_len
         for user, items in histories.items():
             encoded = self.vocab.encode(items)
             if self.config.repeats == "first":
                 encoded = list(dict.fromkeys(encoded))  # first interactions, in order
+                if encoded:
+                    self.seen[user] = set(encoded)
             encoded = encoded[-max_len:]
             if encoded:
                 self.histories[user] = encoded
+
+    def carried_histories(self) -> dict[str, list[str]]:
+        """Users' histories as item ids, for :meth:`seed_histories` of another learner (one
+        that fine-tunes another version, with another vocabulary)."""
+        return carried_histories(self.histories, self.seen, self.vocab)
 
     def _remember(self, user: str, index: int) -> None:
         history = self.histories.pop(user, [])
         history.append(index)
         del history[: -self.context_len]
         self.histories[user] = history  # most recently active last
+        if self.config.repeats == "first":
+            self.seen.setdefault(user, set()).add(index)
         while len(self.histories) > self.config.max_users:
-            self.histories.popitem(last=False)
+            dropped, _ = self.histories.popitem(last=False)
+            self.seen.pop(dropped, None)
 
     def _grow(self, new_items: list[str]) -> None:
         """New vocabulary indices and embedding rows for items never seen before."""
@@ -322,6 +352,7 @@ class OnlineLearner:
     def state(self) -> dict[str, Any]:
         return {
             "histories": list(self.histories.items()),
+            "seen": [(user, sorted(items)) for user, items in self.seen.items()],
             "buffer": self.buffer.state(),
             "item_events": list(self.item_events.items()),
             "steps": self.steps,
@@ -335,8 +366,31 @@ class OnlineLearner:
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.histories = OrderedDict((user, list(items)) for user, items in state["histories"])
+        self.seen = seen_of(state) if self.config.repeats == "first" else {}
         self.buffer.load_state(state["buffer"])
         self.item_events = {int(index): int(count) for index, count in state["item_events"]}
         self.steps = int(state["steps"])
         self.examples_seen = int(state["examples_seen"])
         self.offline_n_items = int(state["offline_n_items"])
+
+
+def seen_of(state: dict[str, Any]) -> dict[str, set[int]]:
+    """The per-user item sets of a saved learner state (a state saved before they were kept,
+    or under repeats="keep", gives each user's history)."""
+    seen = {user: set(items) for user, items in state.get("seen", [])}
+    for user, items in state["histories"]:
+        seen.setdefault(user, set()).update(items)
+    return seen
+
+
+def carried_histories(
+    histories: dict[str, list[int]], seen: dict[str, set[int]], vocab: Vocabulary
+) -> dict[str, list[str]]:
+    """Item ids per user, oldest first as far as known: the items had before the history
+    (in no particular order), then the history, so that seeding with repeats="first" rebuilds
+    both the history and the items had."""
+    carried = {}
+    for user, history in histories.items():
+        earlier = seen.get(user, set()).difference(history)
+        carried[user] = vocab.decode([*sorted(earlier), *history])
+    return carried

@@ -95,6 +95,46 @@ def test_repeats_first_ranks_a_repeat_but_does_not_learn_it(
         assert learner.trained_through() is None
 
 
+def test_repeats_first_knows_items_older_than_the_kept_history(vocab: Vocabulary) -> None:
+    """The repeat check covers every item the user had, not only the newest context_len."""
+    config = LearnerConfig(window=10, repeats="first", context_len=3)
+    learner = OnlineLearner(tiny_model(vocab.n_items), vocab, config)
+    learner.seed_histories({"u": ["i1", "i2", "i3", "i4", "i5"]})
+    i = {n: vocab[f"i{n}"] for n in range(1, 12)}
+    assert learner.histories["u"] == [i[3], i[4], i[5]]
+    learner.observe([("u", "i6"), ("u", "i7"), ("u", "i1"), ("u", "i8"), ("u", "i6")])
+    assert learner.histories["u"] == [i[6], i[7], i[8]]  # i1 (seeded) and i6 (streamed): repeats
+    assert learner.examples_seen == 3
+
+    # Saved and loaded (as a checkpoint does), the items had come back with the histories.
+    clone = OnlineLearner(tiny_model(vocab.n_items), vocab, config)
+    clone.load_state(learner.state())
+    clone.observe([("u", "i2"), ("u", "i9")])
+    assert clone.histories["u"] == [i[7], i[8], i[9]] and clone.examples_seen == 4
+    # A state saved before the items were kept falls back to each user's history.
+    old_state = learner.state()
+    del old_state["seen"]
+    older = OnlineLearner(tiny_model(vocab.n_items), vocab, config)
+    older.load_state(old_state)
+    older.observe([("u", "i7"), ("u", "i1")])
+    assert older.histories["u"] == [i[7], i[8], i[1]] and older.examples_seen == 4
+
+    # Carried to another learner (another version, another vocabulary) by item id.
+    other_vocab = Vocabulary([f"i{n}" for n in range(30)][::-1])
+    other = OnlineLearner(tiny_model(other_vocab.n_items), other_vocab, config)
+    other.seed_histories(learner.carried_histories())
+    assert other_vocab.decode(other.histories["u"]) == ["i6", "i7", "i8"]
+    other.observe([("u", "i1"), ("u", "i3"), ("u", "i10")])
+    assert other_vocab.decode(other.histories["u"]) == ["i7", "i8", "i10"]
+
+
+def test_users_dropped_from_memory_take_their_items_had_with_them(vocab: Vocabulary) -> None:
+    config = LearnerConfig(window=10, repeats="first", max_users=2)
+    learner = OnlineLearner(tiny_model(vocab.n_items), vocab, config)
+    learner.observe([("a", "i1"), ("b", "i1"), ("c", "i1")])
+    assert list(learner.histories) == ["b", "c"] and set(learner.seen) == {"b", "c"}
+
+
 def test_unknown_repeats_setting_is_refused(vocab: Vocabulary) -> None:
     with pytest.raises(ValueError, match="repeats"):
         OnlineLearner(tiny_model(vocab.n_items), vocab, LearnerConfig(repeats="last"))

@@ -204,3 +204,43 @@ def test_the_fine_tuner_learns_as_the_served_model_was_trained_on_repeats(
     tuner.learner.serving_metrics.add([5] * 30)
     assert tuner.review().action == "promote"
     assert registry.load(registry.current()).meta["repeats"] == "first"
+
+
+def test_the_fine_tuner_keeps_the_items_users_had_through_restarts_and_follows(
+    tmp_path: Path, vocab: Vocabulary
+) -> None:
+    """With repeats=first, a return to an item that left the kept history is still a repeat
+    after a restart, and after following a version promoted from outside."""
+    from tests.online.conftest import tiny_model
+
+    registry = ModelRegistry(tmp_path / "first-models")
+    first = registry.save(tiny_model(vocab.n_items), vocab, {"dataset": "x", "repeats": "first"})
+    registry.promote(first)
+    settings = Settings(
+        home=tmp_path,
+        online={"registry_dir": registry.root, "context_len": 2},  # type: ignore[arg-type]
+    )
+    tuner = FineTuner(settings, histories={"u": ["i1", "i2", "i3"]})
+    assert tuner.learner.vocab.decode(tuner.learner.histories["u"]) == ["i2", "i3"]
+    tuner.checkpoint()
+    # A restart resumes the checkpoint; the seed histories are not applied over it.
+    restarted = FineTuner(settings, histories={"u": ["i9"]})
+    assert restarted.resumed
+    restarted.learner.observe([("u", "i1"), ("u", "i4")])
+    assert restarted.learner.vocab.decode(restarted.learner.histories["u"]) == ["i3", "i4"]
+    assert restarted.learner.examples_seen == 1
+
+    other = Vocabulary([f"i{n}" for n in range(30)][::-1])
+    outside = registry.save(tiny_model(other.n_items, seed=1), other, {"repeats": "first"})
+    registry.promote(outside)
+    assert restarted.review().action == "follow"
+    learner = restarted.learner
+    learner.observe([("u", "i2"), ("u", "i5")])
+    assert learner.vocab.decode(learner.histories["u"]) == ["i4", "i5"]
+    # and down, then promoted again from outside: carried from the checkpoint by item id
+    restarted.checkpoint()
+    again = registry.save(tiny_model(other.n_items, seed=2), other, {"repeats": "first"})
+    registry.promote(again)
+    third = FineTuner(settings)
+    third.learner.observe([("u", "i1"), ("u", "i6")])
+    assert third.learner.vocab.decode(third.learner.histories["u"]) == ["i5", "i6"]
