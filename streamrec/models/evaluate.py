@@ -17,7 +17,7 @@ import torch
 
 from streamrec.models.base import SequenceModel, mask_scores
 from streamrec.models.batching import left_pad, seen_matrix
-from streamrec.models.metrics import ranking_metrics
+from streamrec.models.metrics import MISS, ranking_metrics
 
 __all__ = [
     "EvalResult",
@@ -66,9 +66,9 @@ def evaluate_scores(
         item_scores = mask_scores(item_scores, seen_matrix(histories) if exclude_seen else None)
         target_scores = item_scores.gather(1, batch_targets[:, None])  # [batch, 1]
         batch_ranks = (item_scores > target_scores).sum(dim=1)
-        # A target masked as seen (a repeat) cannot be recommended: a miss, not the count
-        # of the items left, which is a "hit" whenever a user has seen nearly everything.
-        batch_ranks[torch.isneginf(target_scores[:, 0])] = n_rows
+        # A target masked as seen (a repeat) cannot be recommended: a miss at any k, not the
+        # count of the items left, which is a "hit" whenever a user has seen nearly everything.
+        batch_ranks[torch.isneginf(target_scores[:, 0])] = MISS
         all_ranks.append(batch_ranks.numpy())
         top = torch.topk(item_scores, min(k, n_rows - 1), dim=1)
         # Slots with nothing left to rank (score -inf) hold masked items: not recommended.

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "MISS",
     "catalogue_coverage",
     "hit_rate_at_k",
     "mrr_at_k",
@@ -18,6 +19,10 @@ __all__ = [
     "ranking_metrics",
     "ranks_from_scores",
 ]
+
+#: Rank of a target that cannot be recommended (masked as seen, unknown to the model): past
+#: any cut-off, so it is a miss whatever ``k`` and however small the catalogue.
+MISS = 1 << 30
 
 
 def ranks_from_scores(scores: npt.ArrayLike, targets: npt.ArrayLike) -> np.ndarray:

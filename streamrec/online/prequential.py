@@ -10,12 +10,12 @@ import torch
 
 from streamrec.models.base import SequenceModel, mask_scores
 from streamrec.models.batching import left_pad
-from streamrec.models.metrics import hit_rate_at_k, ndcg_at_k
+from streamrec.models.metrics import MISS, hit_rate_at_k, ndcg_at_k
 
 __all__ = ["RollingMetrics", "rank_targets"]
 
-#: Rank given to a target the model cannot score (unknown to its vocabulary).
-UNRANKABLE = 1 << 30
+#: Rank given to a target the model cannot score (unknown to its vocabulary, or seen).
+UNRANKABLE = MISS
 
 
 @torch.inference_mode()

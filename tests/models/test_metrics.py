@@ -61,6 +61,9 @@ def test_a_repeated_target_is_a_miss_when_seen_items_are_excluded() -> None:
     result = evaluate_scores(random_scores, inputs, targets, n_rows, k=10)
     assert (result.ranks[repeats] >= n_rows).all()
     assert result.metrics["hr@10"] <= (~repeats).mean()
+    # ... at any cut-off, even one past the catalogue's size
+    wide = evaluate_scores(random_scores, inputs, targets, n_rows, k=n_rows + 5)
+    assert wide.metrics[f"hr@{n_rows + 5}"] == pytest.approx((~repeats).mean())
     assert 0 < result.metrics["coverage@10"] <= 1.0
     # Including seen items, a random scorer hits about k / items of the time.
     kept = evaluate_scores(random_scores, inputs, targets, n_rows, k=10, exclude_seen=False)
