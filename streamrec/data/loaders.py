@@ -22,6 +22,7 @@ import csv
 import importlib.util
 import logging
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -187,8 +188,10 @@ def _tidy(frame: pd.DataFrame, default_type: str) -> pd.DataFrame:
             ", ".join(f"{name}: {n}" for name, n in counts.items()),
         )
         out = out[~unusable.any(axis=1)]
-    out["timestamp"] = out["timestamp"].astype("int64")
+    # Sorted at the log's own resolution, then cut to whole seconds: events within one
+    # second keep their order, not the file's.
     out = out.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    out["timestamp"] = np.floor(out["timestamp"]).astype("int64")
     return out[COLUMNS]
 
 
@@ -210,7 +213,8 @@ def _event_types(column: pd.Series, default_type: str) -> pd.Series:
 
 
 def _to_epoch_seconds(column: pd.Series) -> pd.Series:
-    """Epoch seconds (or milliseconds and finer), ``yyyymmdd`` days, or date-time strings."""
+    """Epoch seconds (float, at the log's resolution) from epoch seconds, milliseconds or finer,
+    ``yyyymmdd`` days, or date-time strings; NaN where a value cannot be read."""
     if pd.api.types.is_datetime64_any_dtype(column):  # Parquet timestamps: NaT must stay NaN
         stamps = column if column.dt.tz is not None else column.dt.tz_localize("UTC")
         return _seconds(stamps.dt.tz_convert("UTC"))
@@ -218,23 +222,66 @@ def _to_epoch_seconds(column: pd.Series) -> pd.Series:
     present = numeric.dropna()
     if len(present) and len(present) >= 0.5 * column.notna().sum():
         if ((present >= 19000101) & (present <= 21001231) & (present % 1 == 0)).all():
+            # yyyymmdd (as seconds these would all fall in August 1970): a value that is not
+            # a date (20240199) is unreadable, not a reason to read the column as seconds.
             days = pd.to_datetime(
                 present.astype("int64").astype(str), format="%Y%m%d", utc=True, errors="coerce"
             )
-            if days.notna().all():
+            if days.notna().mean() >= 0.9:
                 return _seconds(days).reindex(column.index)
         # Milliseconds (or finer) since the epoch: anything past year 5000 in seconds.
         while present.abs().median() > 1e11:
             numeric, present = numeric / 1000.0, present / 1000.0
-        return numeric.round()
-    parsed = pd.to_datetime(column, utc=True, errors="coerce", format="mixed")
-    return _seconds(parsed)
+        return numeric.astype("float64")
+    return _seconds(_parse_datetimes(column))
+
+
+#: Day and month first, in either order (``02/01/2024``, ``2.1.24``): read with one order.
+_DAY_MONTH = r"\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}\b"
+#: A time of day with no date (``09:00``, ``23:59:59.5``).
+_TIME_OF_DAY = r"\d{1,2}:\d{2}(:\d{2}([.,]\d+)?)?"
+
+
+def _parse_datetimes(column: pd.Series) -> pd.Series:
+    """Date-time strings as UTC timestamps (NaT where unreadable), one reading for the column:
+    ISO-8601 in any of its forms; ``dd/mm/yyyy`` or ``mm/dd/yyyy``, whichever order reads more
+    values (month first, with a warning, when both read all of them differently); anything
+    else value by value."""
+    text = column.astype("string").str.strip()
+    present = text.dropna()
+    with warnings.catch_warnings():  # pandas warns when it falls back to dateutil per value
+        warnings.simplefilter("ignore", UserWarning)
+        if len(present) and present.str.match(_DAY_MONTH).all():
+            month_first = pd.to_datetime(text, utc=True, errors="coerce", dayfirst=False)
+            day_first = pd.to_datetime(text, utc=True, errors="coerce", dayfirst=True)
+            read_month, read_day = month_first.notna().sum(), day_first.notna().sum()
+            if read_day > read_month:
+                return day_first
+            if read_day == read_month and not month_first.equals(day_first):
+                log.warning(
+                    "dates like %r read month first; every value also reads day first",
+                    present.iloc[0],
+                )
+            return month_first
+        iso = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+        if iso.notna().sum() == len(present):
+            return iso
+        mixed = pd.to_datetime(text, utc=True, errors="coerce", format="mixed")
+    return mixed if mixed.notna().sum() > iso.notna().sum() else iso
+
+
+def _times_of_day(column: pd.Series) -> bool:
+    """True when every value is a time of day without a date (pandas would date it today)."""
+    if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_datetime64_any_dtype(column):
+        return False
+    present = column.dropna().astype(str).str.strip()
+    return bool(len(present)) and bool(present.str.fullmatch(_TIME_OF_DAY).all())
 
 
 def _seconds(stamps: pd.Series) -> pd.Series:
-    """Whole seconds since the epoch of UTC date-times, whatever their resolution; NaN for NaT."""
+    """Seconds since the epoch (float, at full resolution) of UTC date-times; NaN for NaT."""
     epoch = pd.Timestamp(0, tz="UTC")
-    return np.floor((stamps - epoch).dt.total_seconds())
+    return (stamps - epoch).dt.total_seconds()
 
 
 def load_movielens_1m(limit: int | None = None) -> pd.DataFrame:
@@ -283,7 +330,39 @@ def load_interactions(
     if missing:
         raise DataError(f"{path} lacks columns {missing}; it has {list(raw.columns)}")
     wanted = _detect_columns(path, list(raw.columns), chosen)
+    time_source = next(source for source, target in wanted.items() if target == "timestamp")
+    if _times_of_day(raw[time_source]):
+        raw = _with_dates(path, raw, time_source, set(wanted))
     return _tidy(raw[list(wanted)].rename(columns=wanted), default_type=default_type)
+
+
+#: Columns that may hold the dates of a time-of-day column, by normalised name.
+_DATE_COLUMNS = ("date", "day", "eventdate", "dt", "tdat")
+
+
+def _with_dates(path: Path, raw: pd.DataFrame, time_source: str, used: set[str]) -> pd.DataFrame:
+    """A time column holding times of day only (``09:00:00``) read with the log's date column
+    (``2024-05-01``); refused when there is none, as every event would be dated today."""
+    dates = next(
+        (
+            column
+            for name in _DATE_COLUMNS
+            for column in raw.columns
+            if _normal(str(column)) == name and column not in used
+        ),
+        None,
+    )
+    example = raw[time_source].dropna().iloc[0]
+    if dates is None:
+        raise DataError(
+            f"{path}: column {time_source!r} holds times of day only (e.g. {example!r}) and "
+            f"no column holds their dates; name a column with dates and times: "
+            f"--columns time=NAME (it has {list(raw.columns)})"
+        )
+    log.info("%s: column %r read with the dates in %r", path.name, time_source, dates)
+    raw = raw.copy()
+    raw[time_source] = raw[dates].astype("string").str.strip() + " " + raw[time_source]
+    return raw
 
 
 def _read(path: Path, *, sep: str | None, names: Sequence[str] | None) -> pd.DataFrame:
@@ -294,6 +373,8 @@ def _read(path: Path, *, sep: str | None, names: Sequence[str] | None) -> pd.Dat
                 raw.columns = list(names)
             return raw
         delimiter = sep or ("\t" if path.suffix in (".tsv", ".inter") else _sniff(path))
+        if names is not None:
+            _check_names(path, delimiter, names)
         return pd.read_csv(
             path,
             sep=delimiter,
@@ -307,6 +388,24 @@ def _read(path: Path, *, sep: str | None, names: Sequence[str] | None) -> pd.Dat
         )
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
+
+
+def _check_names(path: Path, delimiter: str, names: Sequence[str]) -> None:
+    """Refuse ``names`` that do not match the fields of the file's first line (pandas would
+    make the extra leading fields the index and shift every column silently)."""
+    with path.open(encoding="utf-8", errors="replace", newline="") as handle:
+        first = next((line.rstrip("\r\n") for line in handle if line.strip()), None)
+    if first is None:
+        return
+    if len(delimiter) > 1:
+        fields = first.split(delimiter)
+    else:
+        fields = next(csv.reader([first], delimiter=delimiter))
+    if len(fields) != len(names):
+        raise DataError(
+            f"--names lists {len(names)} columns ({', '.join(names)}) but the first line of "
+            f"{path} has {len(fields)} fields separated by {delimiter!r}: {first[:120]!r}"
+        )
 
 
 def _sniff(path: Path) -> str:

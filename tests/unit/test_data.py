@@ -263,3 +263,65 @@ def test_replay_keeps_long_user_ids_valid_and_refuses_bad_ids_up_front() -> None
         next(iter_events(too_long, source="log"))
     with pytest.raises(DataError, match="shorter source"):
         next(iter_events(frame, source="s" * 260))
+
+
+def _items(path: Path, text: str, **options: object) -> list[str]:
+    path.write_text(text)
+    return list(load_interactions(path, **options)["item_id"])  # type: ignore[arg-type]
+
+
+def test_events_within_one_second_keep_their_order(tmp_path: Path) -> None:
+    """Times finer than a second sort at their own resolution before they are cut."""
+    ms = "user_id,item_id,timestamp\nu,C,1700000000900\nu,B,1700000000500\nu,A,1700000000100\n"
+    ms += "u,D,1700000001900\nu,E,1700000002900\n"
+    frame = load_interactions(_write(tmp_path / "ms.csv", ms))
+    assert list(frame["item_id"]) == ["A", "B", "C", "D", "E"]
+    assert list(frame["timestamp"]) == [1700000000] * 3 + [1700000001, 1700000002]
+    iso = "user_id,item_id,timestamp\nu,B,2024-01-01T00:00:00.999Z\nu,A,2024-01-01T00:00:00.001Z\n"
+    assert _items(tmp_path / "iso.csv", iso) == ["A", "B"]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_day_first_dates_are_read_in_one_order_for_the_whole_column(tmp_path: Path) -> None:
+    text = "user_id,item_id,date\nu,A,02/01/2024\nu,B,05/01/2024\nu,C,13/01/2024\n"
+    frame = load_interactions(_write(tmp_path / "eu.csv", text))
+    assert list(frame["item_id"]) == ["A", "B", "C"]
+    assert pd.to_datetime(frame["timestamp"], unit="s").dt.month.tolist() == [1, 1, 1]
+    # month first when that is the only reading
+    us = "user_id,item_id,date\nu,B,12/25/2024\nu,A,1/2/2024\n"
+    assert _items(tmp_path / "us.csv", us) == ["A", "B"]
+    # ISO forms mixed in one column are read as ISO, not as day-first
+    mixed = "user_id,item_id,ts\nu,B,2024-01-02T10:00:00Z\nu,A,2024-01-02T10:00:00.5+01:00\n"
+    mixed += "u,C,2024-01-03\n"
+    assert _items(tmp_path / "mixed.csv", mixed) == ["A", "B", "C"]
+
+
+def test_times_of_day_are_read_with_their_dates_or_refused(tmp_path: Path) -> None:
+    text = "user_id,item_id,date,time\nu,A,2024-05-01,23:00:00\nu,B,2024-05-02,08:00:00\n"
+    text += "u,C,2024-05-03,07:00:00\n"
+    frame = load_interactions(_write(tmp_path / "dt.csv", text))
+    assert list(frame["item_id"]) == ["A", "B", "C"]
+    assert frame["timestamp"].iloc[0] == pd.Timestamp("2024-05-01 23:00", tz="UTC").timestamp()
+    lone = "user_id,item_id,time\nu,A,23:00\nu,B,08:00\n"
+    with pytest.raises(DataError, match="times of day only"):
+        load_interactions(_write(tmp_path / "lone.csv", lone))
+
+
+def test_one_bad_day_stamp_is_dropped_not_read_as_seconds(tmp_path: Path) -> None:
+    text = "user_id,item_id,date\n" + "".join(f"u,i{n},202401{n:02d}\n" for n in range(1, 20))
+    text += "u,bad,20240199\n"
+    frame = load_interactions(_write(tmp_path / "days.csv", text))
+    assert len(frame) == 19 and "bad" not in set(frame["item_id"])
+    assert frame["timestamp"].iloc[0] == pd.Timestamp("2024-01-01", tz="UTC").timestamp()
+
+
+def test_names_must_match_the_fields_of_the_file(tmp_path: Path) -> None:
+    path = _write(tmp_path / "ratings.dat", "1::1193::5::978300760\n2::1193::4::978300000\n")
+    with pytest.raises(DataError, match="lists 3 columns .* has 4 fields"):
+        load_interactions(path, sep="::", names=["user_id", "item_id", "timestamp"])
+    frame = load_interactions(path, sep="::", names=["user_id", "item_id", "value", "timestamp"])
+    assert list(frame["user_id"]) == ["2", "1"] and list(frame["item_id"]) == ["1193", "1193"]
