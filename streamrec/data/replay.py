@@ -3,8 +3,11 @@
 Sessions: a user's interactions are cut into pseudo-sessions wherever two consecutive events are
 more than ``session_gap_s`` apart (30 minutes by default); ``session_id`` is ``<user>:<n>``
 (``<digest of user>:<n>`` when that would be longer than an id may be).
-Event ids are deterministic (``<source>:<row>``), so replaying the same log twice re-sends the
-same ids and the worker's idempotency makes the second pass a no-op.
+Event ids are deterministic: ``<source>:<digest>``, the digest of the row's user, item, time,
+type and value and of its place among identical rows. Replaying a log again re-sends the same
+ids, and the worker's idempotency makes the second pass a no-op; rows added to a log (even
+before the others in time) leave the other rows' ids as they were; logs that share a name but
+not their rows (``day1/events.csv``, ``day2/events.csv``) share no ids.
 """
 
 from __future__ import annotations
@@ -69,10 +72,9 @@ def iter_events(
     """
     for column in ("user_id", "item_id"):
         _check_ids(frame[column], column)
-    longest_row = len(str(frame.index.max())) if len(frame) else 1
-    if len(source) + 1 + longest_row > ID_MAX_LENGTH:
+    if len(source) + 1 + 2 * _DIGEST_BYTES > ID_MAX_LENGTH:
         raise DataError(
-            f"event ids '<source>:<row>' would be longer than {ID_MAX_LENGTH} characters: "
+            f"event ids '<source>:<digest>' would be longer than {ID_MAX_LENGTH} characters: "
             f"source {source[:40]!r}... has {len(source)}; pass a shorter source"
         )
     types = frame["type"] if as_type is None else pd.Series(as_type, index=frame.index)
@@ -99,13 +101,38 @@ def _check_ids(ids: pd.Series, column: str) -> None:
         )
 
 
+_DIGEST_BYTES = 16
+
+
+def event_ids(frame: pd.DataFrame, types: pd.Series, source: str) -> list[str]:
+    """``<source>:<digest>`` per row: what the row holds, and which of the rows holding the
+    same it is (in the frame's order), so an id does not depend on the other rows."""
+    values = frame["value"].astype("float64")
+    content = (
+        frame["user_id"].astype(str)
+        + "\x1f"
+        + frame["item_id"].astype(str)
+        + "\x1f"
+        + frame["timestamp"].astype("int64").astype(str)
+        + "\x1f"
+        + types.astype(str)
+        + "\x1f"
+        + values.map(repr).where(values.notna(), "")
+    )
+    occurrence = content.groupby(content, sort=False).cumcount().astype(str)
+    keyed = (content + "\x1f" + occurrence).str.encode("utf-8")
+    return [
+        f"{source}:{hashlib.blake2b(key, digest_size=_DIGEST_BYTES).hexdigest()}" for key in keyed
+    ]
+
+
 def _payloads(
     frame: pd.DataFrame, types: pd.Series, source: str, session_gap_s: int
 ) -> Iterator[dict[str, Any]]:
     sessions = assign_sessions(frame, session_gap_s)
     values = frame["value"]
-    for row, user, item, stamp, kind, value, session in zip(
-        frame.index,
+    for event_id, user, item, stamp, kind, value, session in zip(
+        event_ids(frame, types, source),
         frame["user_id"],
         frame["item_id"],
         frame["timestamp"],
@@ -115,7 +142,7 @@ def _payloads(
         strict=True,
     ):
         payload: dict[str, Any] = {
-            "event_id": f"{source}:{row}",
+            "event_id": event_id,
             "user_id": user,
             "session_id": session,
             "item_id": item,

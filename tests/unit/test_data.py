@@ -325,3 +325,23 @@ def test_names_must_match_the_fields_of_the_file(tmp_path: Path) -> None:
         load_interactions(path, sep="::", names=["user_id", "item_id", "timestamp"])
     frame = load_interactions(path, sep="::", names=["user_id", "item_id", "value", "timestamp"])
     assert list(frame["user_id"]) == ["2", "1"] and list(frame["item_id"]) == ["1193", "1193"]
+
+
+def test_replay_ids_follow_the_rows_not_their_place_in_the_file() -> None:
+    def frame(rows: list[tuple[str, str, int]]) -> pd.DataFrame:
+        users, items, stamps = zip(*rows, strict=True)
+        return pd.DataFrame(
+            {"user_id": users, "item_id": items, "timestamp": stamps, "type": "view"}
+        ).assign(value=float("nan"))
+
+    def ids(rows: list[tuple[str, str, int]]) -> list[str]:
+        return [payload["event_id"] for payload in iter_events(frame(rows), source="events")]
+
+    day1 = [("u", "a", 10), ("u", "b", 20), ("u", "b", 20)]  # the last two: the same row twice
+    first = ids(day1)
+    assert len(set(first)) == 3 and all(i.startswith("events:") for i in first)
+    assert ids([("v", "z", 5), *day1])[1:] == first  # a row added earlier renumbers nothing
+    day2 = ids([("u", "a", 86_410), ("u", "b", 86_420)])  # another day's file, same name
+    assert not set(day2) & set(first)
+    as_click = [p["event_id"] for p in iter_events(frame(day1), source="events", as_type="click")]
+    assert not set(as_click) & set(first)
