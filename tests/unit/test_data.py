@@ -321,7 +321,7 @@ def test_one_bad_day_stamp_is_dropped_not_read_as_seconds(tmp_path: Path) -> Non
 
 def test_names_must_match_the_fields_of_the_file(tmp_path: Path) -> None:
     path = _write(tmp_path / "ratings.dat", "1::1193::5::978300760\n2::1193::4::978300000\n")
-    with pytest.raises(DataError, match="lists 3 columns .* has 4 fields"):
+    with pytest.raises(DataError, match=r"lists 3 columns .* has 4 fields"):
         load_interactions(path, sep="::", names=["user_id", "item_id", "timestamp"])
     frame = load_interactions(path, sep="::", names=["user_id", "item_id", "value", "timestamp"])
     assert list(frame["user_id"]) == ["2", "1"] and list(frame["item_id"]) == ["1193", "1193"]
