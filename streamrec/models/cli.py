@@ -51,18 +51,26 @@ def train_command(
     model: Annotated[str, typer.Option(help="sasrec or gru4rec.")] = "sasrec",
     dataset: Annotated[str, typer.Option(help="ml-1m or a path to an interaction log.")] = "ml-1m",
     epochs: Annotated[int, typer.Option(min=1)] = 200,
-    time_budget: Annotated[float | None, typer.Option(help="Training time limit, seconds.")] = None,
+    time_budget: Annotated[
+        float | None, typer.Option(help="Training time limit, seconds (> 0; default: none).")
+    ] = None,
     seed: int = 42,
     loss: Annotated[str, typer.Option(help="ce, gbce or bpr-max.")] = "ce",
-    max_users: Annotated[int | None, typer.Option(help="Only the first N users.")] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Default: the model's recipe.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Default: the recipe's (64).")] = None,
+    max_users: Annotated[
+        int | None,
+        typer.Option(min=1, help="Only N users (the first in user-id order), after filtering."),
+    ] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads.")] = None,
+    lr: Annotated[float | None, typer.Option(help="> 0. Default: the model's recipe.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Default: the recipe's (64).")
+    ] = None,
     lr_schedule: Annotated[
         str | None, typer.Option(help="constant, linear or plateau (default: plateau).")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Checkpoint directory (default: <data dir>/checkpoints).")
+        Path | None,
+        typer.Option(help="Checkpoint directory (default: <data dir>/checkpoints/<model>)."),
     ] = None,
     registry: RegistryOption = None,
     promote: Annotated[bool, typer.Option(help="Promote the registered version.")] = False,
@@ -89,6 +97,10 @@ def train_command(
         raise typer.BadParameter("--model must be sasrec or gru4rec")
     if repeats not in REPEATS:
         raise typer.BadParameter(f"--repeats must be one of {', '.join(REPEATS)}")
+    if time_budget is not None and not time_budget > 0:
+        raise typer.BadParameter("--time-budget must be > 0 seconds (leave it out for none)")
+    if lr is not None and not lr > 0:
+        raise typer.BadParameter("--lr must be > 0")
     chosen = {"lr": lr, "batch_size": batch_size, "lr_schedule": lr_schedule}
     config = TrainConfig.recipe(
         model,  # type: ignore[arg-type]
@@ -139,12 +151,14 @@ def evaluate_command(
     ] = None,
     exclude_seen: Annotated[bool, typer.Option(help="Drop seen items from the ranking.")] = True,
     split: Annotated[str, typer.Option(help="test or validation.")] = "test",
-    k: int = 10,
+    k: Annotated[int, typer.Option(min=1, help="Cut-off of the metrics.")] = 10,
     columns: ColumnsOption = None,
     sep: SepOption = None,
     names: NamesOption = None,
 ) -> None:
     """Full-ranking leave-one-out metrics of a checkpoint or registry version."""
+    if split not in ("test", "validation"):
+        raise typer.BadParameter("--split must be test or validation")
     formatting = log_format(columns, sep, names)
     try:
         models = None

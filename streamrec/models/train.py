@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from streamrec.data.loaders import LogFormat, load_dataset
 from streamrec.data.sequences import SequenceData, build_sequences
-from streamrec.errors import ModelError
+from streamrec.errors import DataError, ModelError
 from streamrec.models.base import ModelConfig, ModelKind, SequenceModel
 from streamrec.models.batching import training_batches
 from streamrec.models.checkpoint import build_model, save_checkpoint
@@ -189,6 +189,13 @@ def train(
     if config.validation_holdout == "sampled" and chosen is not None:
         held_out = chosen.tolist()
     train_sequences = data.train_sequences(held_out)
+    if not any(len(seq) >= 2 for seq in train_sequences):
+        raise DataError(
+            f"nothing to train on: {data.n_users} users, none with 2 items left for training "
+            "once the last two of each are held out (validation, test); training needs users "
+            f"with at least 4 interactions (--min-user-events is "
+            f"{config.min_user_interactions})"
+        )
     model.item_popularity.copy_(torch.as_tensor(popularity_counts(train_sequences, model.n_items)))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     _set_lr(optimizer, config, 0.0, 0.0)  # rejects an unknown schedule before any work

@@ -335,3 +335,32 @@ def test_cli_train_with_repeats_first_and_evaluate_filters_the_same_way(tmp_path
     assert float(json.loads(result.output[result.output.index("{") :])["ndcg@10"]) > 0.0
     refused = runner.invoke(app, ["evaluate", "--registry", str(registry.root), "--version", tuned])
     assert refused.exit_code == 1 and "v0999" in refused.output  # no log to read: say why
+
+
+def test_cli_refuses_bad_numbers_and_a_log_with_nothing_to_train_on(tmp_path: Path) -> None:
+    three = tmp_path / "three.csv"  # every user has exactly 3 events: none left to train on
+    pd.DataFrame(
+        [
+            (f"u{u}", f"i{(u + n) % 7}", 1_700_000_000 + 60 * (u * 3 + n))
+            for u in range(30)
+            for n in range(3)
+        ],
+        columns=["user_id", "item_id", "timestamp"],
+    ).to_csv(three, index=False)
+    runner = CliRunner()
+    base = ["train", "--model", "gru4rec", "--dataset", str(three), "--epochs", "1"]
+    base += ["--min-item-events", "1", "--min-user-events", "3", "--out", str(tmp_path / "m")]
+    empty = runner.invoke(app, base)
+    assert empty.exit_code == 1 and "nothing to train on" in empty.output, empty.output
+    assert not (tmp_path / "m").exists()
+    for extra, named in [
+        (["--batch-size", "0"], "--batch-size"),
+        (["--lr", "-1"], "--lr"),
+        (["--max-users", "-1"], "--max-users"),
+        (["--time-budget", "0"], "--time-budget"),
+    ]:
+        refused = runner.invoke(app, [*base, *extra])
+        assert refused.exit_code == 2 and named in refused.output, (extra, refused.output)
+    for extra, named in [(["--k", "0"], "--k"), (["--split", "foo"], "--split")]:
+        refused = runner.invoke(app, ["evaluate", "--checkpoint", str(tmp_path), *extra])
+        assert refused.exit_code == 2 and named in refused.output, (extra, refused.output)
