@@ -211,7 +211,9 @@ def topics_counts() -> None:
 
 @app.command()
 def replay(
-    dataset: Annotated[str, typer.Option(help="ml-1m or a CSV/TSV/Parquet path.")] = "ml-1m",
+    dataset: Annotated[
+        str, typer.Option(help="ml-1m or a CSV/TSV/Parquet/JSON Lines path.")
+    ] = "ml-1m",
     limit: Annotated[int | None, typer.Option(help="Only the first N events by time.")] = None,
     rate: Annotated[float | None, typer.Option(help="Events per second (default: max).")] = None,
     as_type: Annotated[
@@ -248,14 +250,18 @@ def replay(
 
 @app.command()
 def schema(
-    out: Annotated[Path, typer.Option(help="Directory for the JSON Schema files.")] = Path(
-        "streamrec/schemas"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory for the JSON Schema files (default: the package's own, "
+            "streamrec/schemas, wherever the command runs)."
+        ),
+    ] = None,
 ) -> None:
     """Write the JSON Schemas of events, recommendations and rewards."""
     from streamrec.events import write_schemas
 
-    for path in write_schemas(out):
+    for path in write_schemas(out or Path(__file__).resolve().parent / "schemas"):
         console.print(str(path))
 
 

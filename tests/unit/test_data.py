@@ -345,3 +345,30 @@ def test_replay_ids_follow_the_rows_not_their_place_in_the_file() -> None:
     assert not set(day2) & set(first)
     as_click = [p["event_id"] for p in iter_events(frame(day1), source="events", as_type="click")]
     assert not set(as_click) & set(first)
+
+
+def test_json_lines_upper_case_suffixes_and_typed_recbole_headers(tmp_path: Path) -> None:
+    lines = '{"user_id": 7, "item_id": "007", "timestamp": "2024-01-01T00:00:01Z"}\n'
+    lines += '{"user_id": 7, "item_id": "8", "timestamp": "2024-01-01T00:00:00Z", "x": {"a": 1}}\n'
+    frame = load_interactions(_write(tmp_path / "log.JSONL", lines))
+    assert list(frame["item_id"]) == ["8", "007"] and list(frame["user_id"]) == ["7", "7"]
+    array = '[{"user": "u", "item": "x", "ts": 5}, {"user": "u", "item": "y", "ts": 3}]'
+    assert _items(tmp_path / "log.json", array) == ["y", "x"]
+    pd.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"], "ts": [2, 1]}).to_parquet(
+        tmp_path / "log.PARQUET"
+    )
+    assert list(load_interactions(tmp_path / "log.PARQUET")["item_id"]) == ["b", "a"]
+    # RecBole's column types are dropped from the names; other colons stay part of them
+    typed = "user_id:token\titem_id:token\tcreated:at\nu\ta\t2\nu\tb\t1\n"
+    assert _items(tmp_path / "log.inter", typed, time_col="created:at") == ["b", "a"]
+
+
+def test_ids_that_look_like_missing_values_are_kept_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    text = "user_id,item_id,timestamp\nu,NULL,1\nu,a,2\nNA,b,3\nNA,c,4\n"
+    with caplog.at_level("WARNING"):
+        frame = load_interactions(_write(tmp_path / "log.csv", text))
+    assert len(frame) == 4
+    assert "item_id: 1 rows hold 'NULL'" in caplog.text
+    assert "user_id: 2 rows hold 'NA'" in caplog.text
