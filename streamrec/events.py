@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     TypeAdapter,
     ValidationError,
     WithJsonSchema,
@@ -86,18 +88,29 @@ ID_MAX_LENGTH = _ID_MAX
 
 
 def _coerce_id(value: Any) -> Any:
-    """Ids may arrive as JSON numbers from other clients; store them as strings."""
+    """Ids may arrive as JSON numbers from other clients; store them as strings. White space
+    around an id is not part of it (``" u1 "`` is ``u1``), as when a log is loaded."""
     if isinstance(value, bool):  # bool is an int; never an id
         return value
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, str):
+        return value.strip()
     return value
 
 
-#: At least one character that is neither a control character nor a space (so not blank:
-#: a log's loader drops blank ids, and "   " from a client would be a user no log can name).
-_ID_PATTERN = r"^[^\x00-\x1f]*[^\x00-\x20][^\x00-\x1f]*$"
-#: What an id may hold: anything but control characters, and not only spaces.
+#: Control characters: C0, DEL and C1. Written as ``\uXXXX`` escapes, which Python's ``re``,
+#: pydantic-core's Rust regex and JSON Schema's ECMA-262 patterns all read the same way.
+_CONTROL = r"\u0000-\u001f\u007f-\u009f"
+#: What looks blank: Unicode white space (no-break, ideographic, em... spaces; the C0/C1 ones
+#: are controls already) and invisible format characters (zero-width space, non-joiner and
+#: joiner, direction marks and embeddings, word joiner, invisible operators, BOM).
+_BLANK = r"\u0020\u00a0\u1680\u180e\u2000-\u200f\u2028-\u202f\u205f-\u2064\u3000\ufeff"
+#: At least one character that is neither a control character nor blank-looking (a log's
+#: loader drops blank ids, and "   " or a zero-width space from a client would be a user no
+#: log can name), and no control character anywhere.
+_ID_PATTERN = f"^[^{_CONTROL}]*[^{_CONTROL}{_BLANK}][^{_CONTROL}]*$"
+#: What an id may hold: anything but control characters, and not only blank-looking ones.
 ID_PATTERN = _ID_PATTERN
 Id = Annotated[
     str,
@@ -117,9 +130,43 @@ Timestamp = Annotated[
     WithJsonSchema(
         {
             "anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
-            "description": "ISO-8601 (UTC if no offset) or epoch seconds",
+            "description": "ISO-8601 (UTC if no offset) or epoch seconds "
+            "(epoch milliseconds when the number's magnitude is above 2e10)",
         }
     ),
+]
+#: ``schema_version``: the integer 1 only (strict: not ``true``, which lax mode reads as 1,
+#: nor ``1.0``).
+SchemaVersion = Annotated[
+    int,
+    Field(strict=True, ge=SCHEMA_VERSION, le=SCHEMA_VERSION),
+    WithJsonSchema({"const": SCHEMA_VERSION, "type": "integer"}),
+]
+
+
+_KINDS: dict[type, str] = {dict: "an object", list: "an array"}
+
+
+def _context_value(value: Any) -> Any:
+    """An extra context value: a JSON scalar, kept as given."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value} is not a finite number")
+    if value is None or isinstance(value, str | int | float):  # bool is an int
+        return value
+    kind = _KINDS.get(type(value), type(value).__name__)
+    raise ValueError(f"extra context values must be a string, number, boolean or null, not {kind}")
+
+
+ContextValue = Annotated[
+    str | int | float | bool | None,
+    PlainValidator(_context_value),
+    WithJsonSchema({"type": ["string", "number", "boolean", "null"]}),
+]
+#: ``value`` on a type that has none: an explicit null is taken as absent (producers that
+#: write every field); anything else is refused as ``unexpected_field`` (see :func:`_reason`).
+Unused = Annotated[
+    None,
+    Field(description="Not used by this type: null is accepted and taken as absent."),
 ]
 
 
@@ -132,9 +179,15 @@ class EventType(StrEnum):
 
 
 class EventContext(BaseModel):
-    """Optional context of an event. Unknown keys are kept (string values only)."""
+    """Optional context of an event. Keys other than device, page, rec_id and position are
+    kept as given when their values are JSON scalars (a string, a finite number, a boolean or
+    null); a nested object or array is refused."""
 
+    # Extra keys land in `model_extra`; a null one is left out when the event is encoded
+    # again. Nothing downstream reads them (the worker and state use `device` only), so they
+    # are carried, not interpreted, and stay flat.
     model_config = ConfigDict(frozen=True, extra="allow")
+    __pydantic_extra__: dict[str, ContextValue] = Field(init=False)
 
     device: str | None = Field(None, max_length=64, description="e.g. mobile, desktop, tv")
     page: str | None = Field(None, max_length=128, description="Where the event happened.")
@@ -147,12 +200,14 @@ class EventContext(BaseModel):
 class _EventBase(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    schema_version: Literal[1] = 1
+    schema_version: SchemaVersion = SCHEMA_VERSION
     event_id: Id = Field(description="Unique id; redelivery of the same id changes nothing.")
     user_id: Id
     session_id: Id | None = None
     item_id: Id
-    timestamp: Timestamp = Field(description="Event time: ISO-8601 or epoch seconds; UTC if naive.")
+    timestamp: Timestamp = Field(
+        description="Event time: ISO-8601 (UTC if naive) or epoch seconds (milliseconds if > 2e10)."
+    )
     context: EventContext | None = None
 
     @field_validator("timestamp")
@@ -178,10 +233,12 @@ class _EventBase(BaseModel):
 
 class ViewEvent(_EventBase):
     type: Literal[EventType.VIEW] = EventType.VIEW
+    value: Unused = None
 
 
 class ClickEvent(_EventBase):
     type: Literal[EventType.CLICK] = EventType.CLICK
+    value: Unused = None
 
 
 class AddToCartEvent(_EventBase):
@@ -372,6 +429,7 @@ class Reward(BaseModel):
 def _reason(error: ValidationError) -> tuple[str, str]:
     first = error.errors()[0]
     kind = first["type"]
+    field_name = first["loc"][-1] if first["loc"] else None
     loc = ".".join(str(part) for part in first["loc"])
     detail = f"{loc}: {first['msg']}" if loc else first["msg"]
     if kind in ("union_tag_invalid",):
@@ -382,7 +440,46 @@ def _reason(error: ValidationError) -> tuple[str, str]:
         return "missing_field", detail
     if kind == "extra_forbidden":
         return "unexpected_field", detail
+    if kind == "none_required":  # an `Unused` field: only null may stand for its absence
+        return "unexpected_field", f"{loc}: not used by this event type (only null is accepted)"
+    if field_name == "schema_version" and len(first["loc"]) == 2:  # as _decode_checked says
+        return "unsupported_version", _version_detail(first["input"])
+    if kind == "string_pattern_mismatch":  # only ids have a pattern
+        return "invalid_field", f"{loc}: {_id_detail(first['input'])}"
+    if field_name == "timestamp" and kind in ("datetime_parsing", "datetime_from_date_parsing"):
+        given = first["input"]  # pydantic also reads an epoch number written as a string
+        if (isinstance(given, int | float) and not isinstance(given, bool)) or (
+            "unix timestamp" in first["msg"]
+        ):
+            return "invalid_field", f"{loc}: {_epoch_detail(given)}"
     return "invalid_field", detail
+
+
+def _version_detail(version: Any) -> str:
+    return f"schema_version {json.dumps(version, default=repr)[:64]} is not 1"
+
+
+def _id_detail(value: Any) -> str:
+    return (
+        "an id needs a character other than white space or zero-width ones, and no control "
+        f"character (C0, DEL or C1); got {str(value)[:64]!r}"
+    )
+
+
+def _epoch_detail(given: Any) -> str:
+    """Why an epoch number is no time: most often epoch micro- or nanoseconds. (pydantic reads
+    a number whose magnitude is above 2e10 as milliseconds.)"""
+    try:
+        number = float(given)
+    except (TypeError, ValueError):
+        number = 0.0
+    if number != number:  # NaN, from a Python payload (it is not JSON)
+        return "epoch number nan is not a number"
+    return (
+        f"epoch number too {'small' if number < 0 else 'large'}: timestamps are epoch seconds "
+        f"(or epoch milliseconds when the magnitude is above 2e10), from year 1 to 9999; "
+        f"got {given!r}"
+    )
 
 
 def decode_event(raw: bytes | bytearray | memoryview | None, *, max_bytes: int = 65536) -> Any:
@@ -419,8 +516,8 @@ def _decode_checked(raw: bytes | bytearray | memoryview) -> Any:
     if not isinstance(payload, dict):
         raise InvalidEvent("not_an_object", f"expected a JSON object, got {type(payload).__name__}")
     version = payload.get("schema_version", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION:
-        raise InvalidEvent("unsupported_version", f"schema_version {version!r} is not 1")
+    if type(version) is not int or version != SCHEMA_VERSION:  # not true, not 1.0
+        raise InvalidEvent("unsupported_version", _version_detail(version))
     kind = payload.get("type")
     if kind is not None and kind not in _EVENT_CLASSES:
         raise InvalidEvent("unknown_type", f"type {str(kind)[:64]!r} is not one of {_types()}")

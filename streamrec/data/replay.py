@@ -95,9 +95,10 @@ def _check_ids(ids: pd.Series, column: str) -> None:
         first = text[bad].iloc[0]
         raise DataError(
             f"{column}: {int(bad.sum())} rows hold an id the event contract refuses (longer "
-            f"than {ID_MAX_LENGTH} characters, or with a control character such as a tab or "
-            f"newline); first: row {bad[bad].index[0]}, {first[:60]!r} ({len(first)} "
-            "characters). Shorten or clean those ids in the log."
+            f"than {ID_MAX_LENGTH} characters, with a control character such as a tab or "
+            f"newline, or only white space or zero-width characters); first: row "
+            f"{bad[bad].index[0]}, {first[:60]!r} ({len(first)} characters). Shorten or clean "
+            "those ids in the log."
         )
 
 

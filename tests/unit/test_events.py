@@ -19,6 +19,7 @@ from streamrec.events import (
     encode,
     json_schemas,
     make_event,
+    parse_event,
 )
 from tests.malformed import GOOD, MALFORMED
 
@@ -127,7 +128,8 @@ def _outgoing(rng: random.Random) -> OutgoingRecommendation:
 def test_outgoing_recommendation_bytes_are_what_the_model_encodes(seed: int) -> None:
     """The worker publishes `to_json()` without building a pydantic model; it must be the
     record `encode` writes for the model of the same values, and valid by the schema."""
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema
+
     out = _outgoing(random.Random(seed))
     propensities, explanations = out.propensities, out.explanations
     model = Recommendation(
@@ -182,7 +184,8 @@ def test_published_schema_files_match_the_models() -> None:
 
 
 def test_event_schema_validates_good_and_rejects_bad_with_jsonschema() -> None:
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema
+
     schema = json.loads((SCHEMAS / "event.v1.json").read_text())
     jsonschema.validate(GOOD, schema)
     with pytest.raises(jsonschema.ValidationError):
@@ -219,6 +222,13 @@ _EDGE_CASES = [
     json.dumps({**GOOD, "schema_version": 1.0}),
     json.dumps({**GOOD, "context": {"device": "tv", "extra": "x"}}),
     json.dumps([GOOD]),
+    json.dumps({**GOOD, "context": {"x": "@"}}).replace('"@"', "NaN"),
+    json.dumps({**GOOD, "context": {"x": "@"}}).replace('"@"', "-Infinity"),
+    json.dumps({**GOOD, "context": {"x": "@"}}).replace('"@"', "1e400"),
+    json.dumps({**GOOD, "context": {"x": {"y": [1]}}}),
+    json.dumps({**GOOD, "user_id": "\u00a0\u200b"}),
+    json.dumps({**GOOD, "value": None}),
+    json.dumps({**GOOD, "schema_version": False}),
 ]
 
 
@@ -248,3 +258,226 @@ def test_a_missing_type_says_so_in_plain_words() -> None:
             decode_event(raw)
         assert caught.value.reason == "missing_field"
         assert caught.value.detail.startswith("type: field required (one of view, click")
+
+
+def _fast_accepts(raw: bytes) -> bool:
+    from pydantic import ValidationError
+
+    from streamrec.events import _EVENT_ADAPTER
+
+    try:
+        _EVENT_ADAPTER.validate_json(raw)
+    except ValidationError:
+        return False
+    return True
+
+
+def _refusal(raw: bytes | str) -> InvalidEvent:
+    with pytest.raises(InvalidEvent) as caught:
+        decode_event(raw.encode() if isinstance(raw, str) else raw)
+    assert caught.value.reason in REASONS
+    return caught.value
+
+
+_NON_FINITE_PLACES = [
+    ("context_extra", {"context": {"x": "@"}}),
+    ("context_position", {"context": {"position": "@"}}),
+    ("context_device", {"context": {"device": "@"}}),
+    ("purchase_value", {"type": "purchase", "value": "@"}),
+    ("rating_value", {"type": "rating", "value": "@"}),
+    ("view_value", {"type": "view", "value": "@"}),
+    ("timestamp", {"timestamp": "@"}),
+    ("schema_version", {"schema_version": "@"}),
+    ("user_id", {"user_id": "@"}),
+    ("session_id", {"session_id": "@"}),
+    ("unknown_field", {"price": "@"}),
+]
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize(
+    "changes", [c for _, c in _NON_FINITE_PLACES], ids=[n for n, _ in _NON_FINITE_PLACES]
+)
+def test_a_non_finite_literal_anywhere_is_malformed_json_on_both_paths(
+    literal: str, changes: dict[str, object]
+) -> None:
+    """NaN/Infinity are not JSON: the one-pass parser reads them, so it must still refuse the
+    event (and leave the naming to the checked path), wherever the number sits."""
+    raw = json.dumps({**GOOD, **changes}).replace('"@"', literal).encode()
+    assert not _fast_accepts(raw)
+    assert _refusal(raw).reason == "malformed_json"
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400"])
+def test_an_overflowing_number_in_context_is_refused_on_both_paths(number: str) -> None:
+    raw = json.dumps({**GOOD, "context": {"x": "@"}}).replace('"@"', number).encode()
+    assert not _fast_accepts(raw)
+    refusal = _refusal(raw)
+    assert refusal.reason == "invalid_field"
+    assert "context.x" in refusal.detail
+    with pytest.raises(InvalidEvent, match="invalid_field"):
+        parse_event({**GOOD, "context": {"x": float("nan")}})
+
+
+@pytest.mark.parametrize("version", [True, False, 1.0, "1", None, 2, 0, [1]])
+def test_schema_version_is_only_the_integer_1(version: object) -> None:
+    raw = json.dumps({**GOOD, "schema_version": version}).encode()
+    assert not _fast_accepts(raw)
+    refusal = _refusal(raw)
+    assert refusal.reason == "unsupported_version", refusal.detail
+    assert refusal.detail.startswith("schema_version")
+    with pytest.raises(InvalidEvent) as caught:  # the producer's path names it the same way
+        parse_event({**GOOD, "schema_version": version})
+    assert caught.value.reason == "unsupported_version", caught.value.detail
+
+
+def test_schema_version_1_or_absent_is_accepted() -> None:
+    without = decode_event(json.dumps(GOOD).encode())
+    assert decode_event(json.dumps({**GOOD, "schema_version": 1}).encode()) == without
+    assert without.schema_version == 1
+
+
+def test_context_extras_are_kept_when_json_scalars() -> None:
+    import jsonschema
+
+    context = {"device": "tv", "ab": "b", "n": 3, "f": 1.5, "flag": True, "none": None}
+    payload = {**GOOD, "context": context}
+    event = decode_event(json.dumps(payload).encode())
+    assert event.context.model_extra == {k: v for k, v in context.items() if k != "device"}
+    assert json.loads(encode(event))["context"] == {
+        k: v for k, v in context.items() if v is not None
+    }
+    assert decode_event(encode(event)).context.model_extra == {
+        "ab": "b",
+        "n": 3,
+        "f": 1.5,
+        "flag": True,
+    }
+    jsonschema.validate(payload, json.loads((SCHEMAS / "event.v1.json").read_text()))
+
+
+@pytest.mark.parametrize("nested", [{"a": 1}, [1, 2], [], {}])
+def test_context_extras_may_not_nest(nested: object) -> None:
+    import jsonschema
+
+    payload = {**GOOD, "context": {"device": "tv", "blob": nested}}
+    raw = json.dumps(payload).encode()
+    assert not _fast_accepts(raw)
+    refusal = _refusal(raw)
+    assert refusal.reason == "invalid_field"
+    assert "context.blob" in refusal.detail
+    assert "string, number, boolean or null" in refusal.detail
+    with pytest.raises(InvalidEvent, match="invalid_field"):
+        parse_event(payload)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(payload, json.loads((SCHEMAS / "event.v1.json").read_text()))
+
+
+_BAD_IDS = [
+    "\u00a0",  # no-break space
+    "\u3000",  # ideographic space
+    "\u2003\u2009",  # em space, thin space
+    "\u200b",  # zero-width space
+    "\u200c\u200d",  # zero-width non-joiner, joiner
+    "\ufeff",  # byte order mark / zero-width no-break space
+    "\u2060",  # word joiner
+    " \u00a0\u200b\t",
+    "a\x7f",  # DEL
+    "a\x80",
+    "a\x85b",  # next line (C1)
+    "\x9fz",
+    "a\x1fb",
+]
+_GOOD_IDS = ["u1", " u1 ", "a b", "電影", "x\u200by", "\u00a0u", "é", "🎬", "-", "0"]
+
+
+@pytest.mark.parametrize("bad", _BAD_IDS, ids=[repr(b) for b in _BAD_IDS])
+def test_ids_blank_looking_or_with_control_characters_are_refused(bad: str) -> None:
+    import re
+
+    import jsonschema
+
+    from streamrec.events import ID_PATTERN
+
+    schema = json.loads((SCHEMAS / "event.v1.json").read_text())
+    for field in ("event_id", "user_id", "session_id", "item_id"):
+        payload = {**GOOD, field: bad}
+        raw = json.dumps(payload).encode()
+        assert not _fast_accepts(raw), field
+        assert _refusal(raw).reason == "invalid_field"
+        with pytest.raises(jsonschema.ValidationError):  # the published schema agrees
+            jsonschema.validate(payload, schema)
+    assert not re.match(ID_PATTERN, bad)  # replay's check of a log's ids
+
+
+@pytest.mark.parametrize("good", _GOOD_IDS, ids=[repr(g) for g in _GOOD_IDS])
+def test_ids_with_a_visible_character_are_accepted_as_given(good: str) -> None:
+    import re
+
+    import jsonschema
+
+    from streamrec.events import ID_PATTERN
+
+    payload = {**GOOD, "user_id": good, "item_id": 7}
+    event = decode_event(json.dumps(payload).encode())
+    assert (event.user_id, event.item_id) == (good.strip(), "7")
+    jsonschema.validate(payload, json.loads((SCHEMAS / "event.v1.json").read_text()))
+    assert re.match(ID_PATTERN, good)
+
+
+@pytest.mark.parametrize("kind", ["view", "click"])
+def test_a_null_value_on_a_type_without_value_is_taken_as_absent(kind: str) -> None:
+    import jsonschema
+
+    payload = {**GOOD, "type": kind, "value": None}
+    event = decode_event(json.dumps(payload).encode())
+    assert event == decode_event(json.dumps({**GOOD, "type": kind}).encode())
+    assert "value" not in json.loads(encode(event))
+    assert parse_event({**GOOD, "type": kind, "value": None}) == event
+    jsonschema.validate(payload, json.loads((SCHEMAS / "event.v1.json").read_text()))
+
+
+@pytest.mark.parametrize("value", [0, 1.5, "x", False])
+def test_a_value_on_a_type_without_value_stays_unexpected(value: object) -> None:
+    import jsonschema
+
+    payload = {**GOOD, "type": "view", "value": value}
+    refusal = _refusal(json.dumps(payload))
+    assert refusal.reason == "unexpected_field"
+    assert "value" in refusal.detail
+    with pytest.raises(InvalidEvent) as caught:
+        parse_event(payload)
+    assert caught.value.reason == "unexpected_field"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(payload, json.loads((SCHEMAS / "event.v1.json").read_text()))
+
+
+def test_a_null_for_a_field_no_type_has_stays_unexpected() -> None:
+    assert _refusal(json.dumps({**GOOD, "price_cents": None})).reason == "unexpected_field"
+
+
+@pytest.mark.parametrize(
+    "number", ["1.7e15", "1700000000000000000", "-1.7e15", "1e400", '"1700000000000000"']
+)
+def test_an_epoch_number_out_of_range_names_the_units(number: str) -> None:
+    """Epoch microseconds or nanoseconds: the refusal says which units are read."""
+    refusal = _refusal(json.dumps({**GOOD, "timestamp": "@"}).replace('"@"', number))
+    assert refusal.reason == "invalid_field"
+    assert refusal.detail.startswith("click.timestamp: epoch number too ")
+    assert "epoch seconds" in refusal.detail
+    assert "milliseconds" in refusal.detail
+    assert "9999 are not supported" not in refusal.detail
+
+
+def test_epoch_milliseconds_are_read_as_such() -> None:
+    seconds = decode_event(json.dumps(GOOD).encode())
+    millis = decode_event(json.dumps({**GOOD, "timestamp": 1_700_000_000_000}).encode())
+    assert millis.timestamp == seconds.timestamp
+
+
+def test_white_space_around_an_id_is_not_part_of_it() -> None:
+    """As the loader reads a log's ids, so a client's " u1 " is the log's user u1."""
+    payload = {**GOOD, "user_id": " u1\u00a0", "item_id": "\ti7 ", "event_id": " e1"}
+    event = decode_event(json.dumps(payload).encode())
+    assert (event.user_id, event.item_id, event.event_id) == ("u1", "i7", "e1")
+    assert parse_event(payload) == event
