@@ -133,8 +133,9 @@ class OnlineLearner:
             self.config.context_len or serving.config.max_len, serving.config.max_len
         )
         self.histories: OrderedDict[str, list[int]] = OrderedDict()
-        #: repeats="first": every item index each kept user has had (a superset of the history)
-        self.seen: dict[str, set[int]] = {}
+        #: repeats="first": every item index each kept user has had (a superset of the
+        #: history), sorted int32 arrays: 4 bytes an item (a Python set takes ~60)
+        self.seen: dict[str, np.ndarray] = {}
         self.buffer = ReplayBuffer(
             self.config.recent_size, self.config.reservoir_size, self.config.seed
         )
@@ -162,22 +163,22 @@ class OnlineLearner:
         running: dict[str, list[int]] = {}  # histories as they were before each event
         first_only = self.config.repeats == "first"
         learnt: list[bool] = []  # False: a repeat, not learnt from (repeats="first")
-        had: dict[str, set[int]] = {}  # repeats="first": items had before, this batch included
+        added: dict[str, set[int]] = {}  # repeats="first": items first had in this batch
         for user, item in events:
             history = running.get(user)
             if history is None:
                 history = list(self.histories.get(user, []))
                 running[user] = history
-                if first_only:
-                    had[user] = set(self.seen.get(user, ()))
+                added[user] = set()
             histories.append(history[-max_len:])
             index = self.vocab.get(item)
             if index is None:
                 index = provisional.setdefault(item, self.vocab.size + len(provisional))
             targets.append(index)
             if first_only:
-                learnt.append(index not in had[user])
-                had[user].add(index)
+                repeat = index in added[user] or _holds(self.seen.get(user), index)
+                learnt.append(not repeat)
+                added[user].add(index)
             else:
                 learnt.append(True)
             if learnt[-1]:
@@ -230,7 +231,7 @@ class OnlineLearner:
             if self.config.repeats == "first":
                 encoded = list(dict.fromkeys(encoded))  # first interactions, in order
                 if encoded:
-                    self.seen[user] = set(encoded)
+                    self.seen[user] = np.unique(np.asarray(encoded, dtype=np.int32))
             encoded = encoded[-max_len:]
             if encoded:
                 self.histories[user] = encoded
@@ -246,7 +247,7 @@ class OnlineLearner:
         del history[: -self.context_len]
         self.histories[user] = history  # most recently active last
         if self.config.repeats == "first":
-            self.seen.setdefault(user, set()).add(index)
+            self.seen[user] = _with(self.seen.get(user), index)
         while len(self.histories) > self.config.max_users:
             dropped, _ = self.histories.popitem(last=False)
             self.seen.pop(dropped, None)
@@ -352,7 +353,7 @@ class OnlineLearner:
     def state(self) -> dict[str, Any]:
         return {
             "histories": list(self.histories.items()),
-            "seen": [(user, sorted(items)) for user, items in self.seen.items()],
+            "seen": [(user, items.tolist()) for user, items in self.seen.items()],
             "buffer": self.buffer.state(),
             "item_events": list(self.item_events.items()),
             "steps": self.steps,
@@ -374,23 +375,42 @@ class OnlineLearner:
         self.offline_n_items = int(state["offline_n_items"])
 
 
-def seen_of(state: dict[str, Any]) -> dict[str, set[int]]:
+def _holds(items: np.ndarray | None, index: int) -> bool:
+    """Whether the sorted array ``items`` holds ``index``."""
+    if items is None:
+        return False
+    at = int(np.searchsorted(items, index))
+    return at < len(items) and int(items[at]) == index
+
+
+def _with(items: np.ndarray | None, index: int) -> np.ndarray:
+    """The sorted array ``items`` with ``index`` in it."""
+    if items is None:
+        return np.array([index], dtype=np.int32)
+    at = int(np.searchsorted(items, index))
+    if at < len(items) and int(items[at]) == index:
+        return items
+    return np.insert(items, at, index)
+
+
+def seen_of(state: dict[str, Any]) -> dict[str, np.ndarray]:
     """The per-user item sets of a saved learner state (a state saved before they were kept,
-    or under repeats="keep", gives each user's history)."""
-    seen = {user: set(items) for user, items in state.get("seen", [])}
+    or under repeats="keep", gives each user's history), as sorted int32 arrays."""
+    seen = {user: list(items) for user, items in state.get("seen", [])}
     for user, items in state["histories"]:
-        seen.setdefault(user, set()).update(items)
-    return seen
+        seen.setdefault(user, []).extend(items)
+    return {user: np.unique(np.asarray(items, dtype=np.int32)) for user, items in seen.items()}
 
 
 def carried_histories(
-    histories: dict[str, list[int]], seen: dict[str, set[int]], vocab: Vocabulary
+    histories: dict[str, list[int]], seen: dict[str, np.ndarray], vocab: Vocabulary
 ) -> dict[str, list[str]]:
     """Item ids per user, oldest first as far as known: the items had before the history
     (in no particular order), then the history, so that seeding with repeats="first" rebuilds
     both the history and the items had."""
     carried = {}
     for user, history in histories.items():
-        earlier = seen.get(user, set()).difference(history)
-        carried[user] = vocab.decode([*sorted(earlier), *history])
+        had = seen.get(user)
+        earlier = [] if had is None else np.setdiff1d(had, history).tolist()
+        carried[user] = vocab.decode([*earlier, *history])
     return carried
