@@ -10,10 +10,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from streamrec.config import Settings, get_settings
-from streamrec.errors import StreamrecError
+from streamrec.errors import ConfigError, StreamrecError
 from streamrec.log_options import ColumnsOption, NamesOption, SepOption, log_format
 
 app = typer.Typer(
@@ -41,7 +42,10 @@ def _forward(module: str, prefix: list[str], ctx: typer.Context) -> None:
     # The prefix repeats this command's name inside the sub-application (`train` -> `train`),
     # so usage lines read `streamrec train ...`, not `streamrec train train ...`.
     prog_name = "streamrec" if prefix else f"streamrec {ctx.info_name}"
-    command.main([*prefix, *ctx.args], prog_name=prog_name, standalone_mode=True)
+    try:
+        command.main([*prefix, *ctx.args], prog_name=prog_name, standalone_mode=True)
+    except StreamrecError as exc:  # e.g. invalid settings, where the sub-command has no handler
+        raise _fail(exc) from exc
 
 
 @app.command("train", context_settings=_FORWARD, add_help_option=False)
@@ -72,10 +76,17 @@ console = Console()
 
 
 def _settings() -> Settings:
-    settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    """The settings, or a one-line error per invalid variable (exit 1)."""
+    root = logging.getLogger()
+    configure = not root.handlers  # as logging.basicConfig decides
+    # before loading, so the warnings about unknown STREAMREC_* variables are formatted
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = get_settings()
+    except ConfigError as exc:
+        raise _fail(exc) from exc
+    if configure:
+        root.setLevel(settings.log_level)
     return settings
 
 
@@ -89,7 +100,9 @@ def _serve_metrics(settings: Settings, process: str) -> None:
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {exc}")
+    """``error: <message>``, one line per line of the message (never wrapped), exit 1."""
+    for line in str(exc).splitlines() or [""]:
+        console.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
     return typer.Exit(code=1)
 
 
@@ -154,12 +167,22 @@ def stack_status(
 @stack_app.command("logs")
 def stack_logs(
     component: Annotated[str | None, typer.Argument(help="kafka, redis or prometheus.")] = None,
-    lines: Annotated[int, typer.Option("-n", "--lines", help="Lines per component.")] = 40,
+    lines: Annotated[int, typer.Option("-n", "--lines", min=1, help="Lines per component.")] = 40,
 ) -> None:
     """Show the last lines of the components' logs."""
     from streamrec.stack import Stack
 
-    for name, text in Stack(_settings()).logs(component, lines).items():
+    stack = Stack(_settings())
+    known = [comp.name for comp in (stack.kafka, stack.redis, stack.prometheus)]
+    if component is not None and component not in known:
+        raise typer.BadParameter(
+            f"unknown component {component!r}; choose one of: {', '.join(known)}",
+            param_hint="'COMPONENT'",
+        )
+    logs = stack.logs(component, lines)
+    if component is not None and component not in logs:  # prometheus, never started
+        console.print(f"no log: this stack never started {component}")
+    for name, text in logs.items():
         console.rule(name)
         console.print(text, markup=False, highlight=False)
 
@@ -182,14 +205,19 @@ def _print_status(statuses: list[Any]) -> None:
 # --- topics ----------------------------------------------------------------------------------
 
 
+TimeoutOption = Annotated[
+    float, typer.Option(min=0.1, help="Seconds to wait for the broker (each request).")
+]
+
+
 @topics_app.command("create")
-def topics_create() -> None:
+def topics_create(timeout: TimeoutOption = 30.0) -> None:
     """Create the events, recommendations, rewards and dead-letter topics if missing."""
     from streamrec.client import create_topics
 
     settings = _settings()
     try:
-        result = create_topics(settings)
+        result = create_topics(settings, timeout=timeout)
     except StreamrecError as exc:
         raise _fail(exc) from exc
     for name, state in result.items():
@@ -197,12 +225,16 @@ def topics_create() -> None:
 
 
 @topics_app.command("counts")
-def topics_counts() -> None:
+def topics_counts(timeout: TimeoutOption = 10.0) -> None:
     """Records currently held in each streamrec topic."""
     from streamrec.client import topic_counts
 
     settings = _settings()
-    for name, count in topic_counts(settings, list(settings.topics.all())).items():
+    try:
+        counts = topic_counts(settings, list(settings.topics.all()), timeout=timeout)
+    except StreamrecError as exc:
+        raise _fail(exc) from exc
+    for name, count in counts.items():
         console.print(f"{name}: {count}")
 
 
@@ -299,10 +331,10 @@ def worker(
     settings = _settings()
     try:
         ranker = build_ranker(settings)
+        sys.argv = [sys.argv[0]]  # faust's Worker reads argv; ours are already parsed
+        run_worker(settings, ranker, loglevel=loglevel)  # e.g. PortInUseError for /metrics
     except StreamrecError as exc:
         raise _fail(exc) from exc
-    sys.argv = [sys.argv[0]]  # faust's Worker reads argv; ours are already parsed
-    run_worker(settings, ranker, loglevel=loglevel)
 
 
 @app.command()
@@ -319,9 +351,9 @@ def api(
     settings = _settings()
     try:
         ranker = build_ranker(settings)
+        _serve_metrics(settings, "api")
     except StreamrecError as exc:
         raise _fail(exc) from exc
-    _serve_metrics(settings, "api")
     uvicorn.run(
         create_app(settings, ranker),
         host=host or settings.api.host,
@@ -330,8 +362,31 @@ def api(
     )
 
 
+def _user_id(value: str) -> str:
+    """A user id as the event contract takes it (streamrec.events: ID_PATTERN, ID_MAX_LENGTH);
+    white space around it is not part of it, as in events."""
+    import re
+
+    from streamrec.events import ID_MAX_LENGTH, ID_PATTERN
+
+    user_id = value.strip()
+    if not user_id:
+        raise typer.BadParameter(f"is empty; user ids have 1 to {ID_MAX_LENGTH} characters")
+    if len(user_id) > ID_MAX_LENGTH:
+        raise typer.BadParameter(
+            f"is {len(user_id)} characters; user ids have at most {ID_MAX_LENGTH}"
+        )
+    if not re.fullmatch(ID_PATTERN, user_id):
+        raise typer.BadParameter(
+            f"{user_id!r} holds a control character or only white space / invisible characters"
+        )
+    return user_id
+
+
 @app.command("forget-user")
-def forget_user(user_id: Annotated[str, typer.Argument(help="The user to forget.")]) -> None:
+def forget_user(
+    user_id: Annotated[str, typer.Argument(help="The user to forget.", callback=_user_id)],
+) -> None:
     """Remove every trace of a user from state and report what was removed."""
     import asyncio
 
@@ -365,10 +420,10 @@ def finetune(
 
     settings = _settings()
     try:
+        _serve_metrics(settings, "finetune")  # first: a taken port fails before the model loads
         tuner = FineTuner(settings)
     except StreamrecError as exc:
         raise _fail(exc) from exc
-    _serve_metrics(settings, "finetune")
     import signal
 
     stopping: list[int] = []

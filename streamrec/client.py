@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -193,10 +194,63 @@ class RecommendationConsumer:
         self.close()
 
 
+class _DebugLog(logging.LoggerAdapter[logging.Logger]):
+    """librdkafka's log lines at DEBUG: a broker that cannot be reached is reported once, by
+    the error raised, not by a FAIL line every 50 ms on stderr."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        super().log(logging.DEBUG, msg, *args, **kwargs)
+
+
+_RDKAFKA_LOG = _DebugLog(logging.getLogger(f"{__name__}.librdkafka"), {})
+_UNREACHABLE = {
+    KafkaError._TRANSPORT,
+    KafkaError._TIMED_OUT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._RESOLVE,
+}
+
+
+def _admin_conf(settings: Settings, errors: list[KafkaError]) -> dict[str, Any]:
+    """librdkafka properties of the topics helpers' clients, collecting the client's errors."""
+    return {**settings.kafka.librdkafka(), "error_cb": errors.append, "logger": _RDKAFKA_LOG}
+
+
+def _kafka_error(
+    settings: Settings, exc: KafkaException, errors: list[KafkaError], timeout: float
+) -> StreamrecError:
+    """One line for a failed metadata request: which Kafka, and why (the client's own errors,
+    such as "Connect to ipv4#127.0.0.1:9092 failed: Connection refused", else the request's)."""
+    error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+    reasons: list[str] = []
+    for reported in errors:
+        if reported.code() != KafkaError._ALL_BROKERS_DOWN:
+            reason = re.sub(r"\s*\(after \d+ms in state \w+\)", "", reported.str())
+            if reason not in reasons:
+                reasons.append(reason)
+    reason = "; ".join(reasons[:3]) or (error.str() if error is not None else str(exc))
+    servers = settings.kafka.bootstrap_servers
+    if error is not None and error.code() in _UNREACHABLE:
+        return StreamrecError(f"Kafka at {servers} is unreachable after {timeout:g} s: {reason}")
+    return StreamrecError(f"Kafka at {servers}: {reason}")
+
+
 def create_topics(settings: Settings, *, timeout: float = 30.0) -> dict[str, str]:
-    """Create every streamrec topic that does not exist. Returns name -> created|exists."""
-    admin = AdminClient(settings.kafka.librdkafka())
-    existing = set(admin.list_topics(timeout=timeout).topics)
+    """Create every streamrec topic that does not exist. Returns name -> created|exists.
+
+    Raises:
+        StreamrecError: Kafka is unreachable, or a topic could not be created.
+    """
+    errors: list[KafkaError] = []
+    try:
+        admin = AdminClient(_admin_conf(settings, errors))
+    except KafkaException as exc:  # e.g. an unknown property in STREAMREC_KAFKA__EXTRA
+        raise StreamrecError(f"invalid Kafka client configuration: {exc}") from exc
+    try:
+        existing = set(admin.list_topics(timeout=timeout).topics)
+    except KafkaException as exc:
+        admin.poll(0)  # serves error_cb
+        raise _kafka_error(settings, exc, errors, timeout) from exc
     wanted = settings.topics.all()
     result = {name: "exists" for name in wanted if name in existing}
     new = [
@@ -219,12 +273,24 @@ def create_topics(settings: Settings, *, timeout: float = 30.0) -> dict[str, str
 
 
 def topic_counts(settings: Settings, topics: list[str], *, timeout: float = 10.0) -> dict[str, int]:
-    """Records currently held per topic (sum over partitions of high - low watermark)."""
+    """Records currently held per topic (sum over partitions of high - low watermark).
+
+    Raises:
+        StreamrecError: Kafka is unreachable.
+    """
     from confluent_kafka import TopicPartition
 
-    consumer = Consumer({**settings.kafka.librdkafka(), "group.id": "streamrec-counts"})
+    errors: list[KafkaError] = []
     try:
-        metadata = consumer.list_topics(timeout=timeout)
+        consumer = Consumer({**_admin_conf(settings, errors), "group.id": "streamrec-counts"})
+    except KafkaException as exc:  # e.g. an unknown property in STREAMREC_KAFKA__EXTRA
+        raise StreamrecError(f"invalid Kafka client configuration: {exc}") from exc
+    try:
+        try:
+            metadata = consumer.list_topics(timeout=timeout)
+        except KafkaException as exc:
+            consumer.poll(0)  # serves error_cb
+            raise _kafka_error(settings, exc, errors, timeout) from exc
         counts = {}
         for topic in topics:
             if topic not in metadata.topics:
@@ -232,9 +298,13 @@ def topic_counts(settings: Settings, topics: list[str], *, timeout: float = 10.0
                 continue
             total = 0
             for partition in metadata.topics[topic].partitions:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=timeout
-                )
+                try:
+                    low, high = consumer.get_watermark_offsets(
+                        TopicPartition(topic, partition), timeout=timeout
+                    )
+                except KafkaException as exc:  # the broker went away since
+                    consumer.poll(0)
+                    raise _kafka_error(settings, exc, errors, timeout) from exc
                 total += high - low
             counts[topic] = total
         return counts

@@ -9,15 +9,36 @@ and the defaults below. Every field is documented in the README's configuration 
 
 from __future__ import annotations
 
+import difflib
+import json
+import logging
 import os
+import re
+import types
+import typing
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from streamrec.errors import ConfigError
 
 __all__ = [
     "ApiSettings",
+    "InvalidSettings",
     "KafkaSettings",
     "OnlineSettings",
     "RedisSettings",
@@ -27,9 +48,24 @@ __all__ = [
     "TopicSettings",
     "get_settings",
     "to_env",
+    "unknown_variable",
 ]
 
+log = logging.getLogger(__name__)
+
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+def _check_event_types(names: Iterable[str]) -> None:
+    """Refuse names that are not event types (the worker would never see such an event)."""
+    from streamrec.events import EventType
+
+    valid = [kind.value for kind in EventType]
+    unknown = [name for name in names if name not in valid]
+    if unknown:
+        listed = ", ".join(repr(name) for name in unknown)
+        verb = "is not an event type" if len(unknown) == 1 else "are not event types"
+        raise ValueError(f"{listed} {verb}; event types: {', '.join(valid)}")
 
 
 class KafkaSettings(BaseModel):
@@ -152,6 +188,19 @@ class RedisSettings(BaseModel):
         "to the top (each half-life ahead doubles an event's weight). The event itself is "
         "kept as sent.",
     )
+    max_connections: int = Field(
+        64,
+        ge=1,
+        description="Redis connections per process (the worker's or the API's pool, opened as "
+        "needed): a call beyond them waits up to pool_timeout_s for a free one. The API holds "
+        "one per request in flight; the worker a few (its writes take turns).",
+    )
+    pool_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Longest a call waits for a free Redis connection of the pool; then it "
+        "fails (the API answers 503 'connection pool exhausted', not 'Redis unavailable').",
+    )
 
 
 class StreamSettings(BaseModel):
@@ -189,6 +238,14 @@ class StreamSettings(BaseModel):
     )
     max_event_bytes: int = Field(
         64 * 1024, ge=256, description="Larger payloads are dead-lettered."
+    )
+    state_retry_s: float = Field(
+        0,
+        ge=0,
+        description="How long a batch's Redis calls are retried (with back-off up to 10 s) "
+        "while Redis is unreachable; 0 = until Redis is back (the worker waits, its lag "
+        "grows, nothing is skipped). Past a limit the worker exits with an error, unacked, "
+        "and a restarted worker reads the batch again.",
     )
     reward_window_s: int = Field(1800, ge=1, description="Attribution window for rewards.")
     reward_values: dict[str, float] = Field(
@@ -254,6 +311,18 @@ class StreamSettings(BaseModel):
         description="Sampling temperature of the new-item slot over the user's standardised "
         "scores of the young items (0 = always the best-scored one).",
     )
+
+    @field_validator("recommend_on")
+    @classmethod
+    def _recommend_on_event_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        _check_event_types(value)
+        return value
+
+    @field_validator("reward_values")
+    @classmethod
+    def _reward_values_event_types(cls, value: dict[str, float]) -> dict[str, float]:
+        _check_event_types(value)
+        return value
 
 
 class OnlineSettings(BaseModel):
@@ -334,6 +403,10 @@ class StackSettings(BaseModel):
     start_timeout_s: float = Field(90.0, gt=0, description="Max wait for a component to be ready.")
 
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
 def _default_home() -> Path:
     return Path(os.environ.get("STREAMREC_HOME", Path.cwd() / ".streamrec"))
 
@@ -386,8 +459,34 @@ class Settings(BaseSettings):
 
     @field_validator("log_level")
     @classmethod
-    def _upper(cls, value: str) -> str:
-        return value.upper()
+    def _log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        level = {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(level, level)
+        if level not in _LOG_LEVELS:  # logging and uvicorn take these names
+            raise ValueError(f"should be one of {', '.join(_LOG_LEVELS)}")
+        return level
+
+    @field_validator("redis")
+    @classmethod
+    def _redis_url(cls, value: RedisSettings) -> RedisSettings:
+        """The URL redis-py will take (it raises deep in a worker's or the API's start-up)."""
+        url = value.url
+        problem = None
+        if not url.startswith(_REDIS_SCHEMES):
+            problem = ""
+        elif not url.startswith("unix://"):
+            try:
+                _ = urlsplit(url).port
+            except ValueError as exc:
+                problem = f"; {exc}"
+        if problem is not None:
+            raise PydanticCustomError(
+                "redis_url",
+                f"url must be a {', '.join(_REDIS_SCHEMES[:-1])} or {_REDIS_SCHEMES[-1]} URL"
+                + problem,
+                {"field": "url", "value": re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1*****@", url)},
+            )
+        return value
 
     @property
     def data_path(self) -> Path:
@@ -407,9 +506,33 @@ class Settings(BaseSettings):
         return self.home / "stack"
 
 
+class InvalidSettings(ConfigError):
+    """Settings that do not validate; ``problems`` holds one line per setting, each naming its
+    environment variable: ``STREAMREC_STREAM__BATCH_SIZE: should be ... (got -5)``."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
 def get_settings(**overrides: Any) -> Settings:
-    """Build settings from the environment, with keyword overrides on top."""
-    return Settings(**overrides)
+    """Build settings from the environment, with keyword overrides on top.
+
+    Raises:
+        InvalidSettings: a value does not validate (the message names the variable).
+
+    ``STREAMREC_*`` variables that match no setting are logged as a warning (once each), with
+    the closest setting's name.
+    """
+    env_file = overrides.get("_env_file", Settings.model_config.get("env_file"))
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise InvalidSettings(_validation_problems(exc, env_file)) from exc
+    except SettingsError as exc:
+        raise InvalidSettings(_parsing_problems(exc, env_file)) from exc
+    _warn_unknown(env_file)
+    return settings
 
 
 def to_env(settings: Settings) -> dict[str, str]:
@@ -433,3 +556,225 @@ def to_env(settings: Settings) -> dict[str, str]:
                 value if isinstance(value, str) else json.dumps(value)
             )
     return env
+
+
+# --- what is wrong with the settings, by environment variable --------------------------------
+
+_PREFIX = str(Settings.model_config.get("env_prefix") or "").upper()  # STREAMREC_
+_DELIMITER = str(Settings.model_config.get("env_nested_delimiter") or "__")
+#: ``STREAMREC_*`` variables of the project's own that are not settings: the settings file's
+#: name, and the test suite's ``STREAMREC_TEST_*`` (tests/conftest.py).
+_NOT_SETTINGS = (f"{_PREFIX}ENV_FILE",)
+_NOT_SETTINGS_PREFIXES = (f"{_PREFIX}TEST_",)
+_WARNED: set[tuple[str, str]] = set()
+_JSON_TYPES = {
+    "list_type": "list",
+    "tuple_type": "list",
+    "set_type": "list",
+    "frozen_set_type": "list",
+    "dict_type": "object",
+    "model_type": "object",
+    "model_attributes_type": "object",
+}
+
+
+def unknown_variable(name: str) -> bool:
+    """Whether ``name`` has the settings' prefix but sets nothing (and is not one of the
+    project's variables that are not settings: ``STREAMREC_ENV_FILE``, ``STREAMREC_TEST_*``)."""
+    upper = name.upper()
+    if not upper.startswith(_PREFIX) or upper in _NOT_SETTINGS:
+        return False
+    if upper.startswith(_NOT_SETTINGS_PREFIXES):
+        return False
+    names, open_prefixes = _known_names()
+    return upper not in names and not upper.startswith(open_prefixes)
+
+
+def _group(field: FieldInfo) -> type[BaseModel] | None:
+    annotation = field.annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _json_kind(field: FieldInfo) -> str | None:
+    """The JSON the environment gives this field as: "list", "object" or None (plain)."""
+    annotation = field.annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        annotation = args[0] if len(args) == 1 else annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "object"
+    origin = typing.get_origin(annotation) or annotation
+    if origin in (list, tuple, set, frozenset):
+        return "list"
+    return "object" if origin is dict else None
+
+
+_KNOWN: tuple[dict[str, FieldInfo], tuple[str, ...]] | None = None
+
+
+def _known_names() -> tuple[dict[str, FieldInfo], tuple[str, ...]]:
+    """Every variable name -> its field, and the prefixes under which a dict setting takes its
+    keys one variable each (``STREAMREC_KAFKA__EXTRA__<property>``)."""
+    global _KNOWN
+    if _KNOWN is None:
+        names: dict[str, FieldInfo] = {}
+        for name, field in Settings.model_fields.items():
+            top = f"{_PREFIX}{name.upper()}"
+            names[top] = field
+            group = _group(field)
+            for sub, sub_field in group.model_fields.items() if group else ():
+                names[f"{top}{_DELIMITER}{sub.upper()}"] = sub_field
+        open_prefixes = tuple(
+            f"{name}{_DELIMITER}"
+            for name, field in names.items()
+            if _json_kind(field) == "object" and _group(field) is None
+        )
+        _KNOWN = names, open_prefixes
+    return _KNOWN
+
+
+def _closest(name: str) -> str | None:
+    names, _ = _known_names()
+    bare = [known[len(_PREFIX) :] for known in names]
+    match = difflib.get_close_matches(name.upper()[len(_PREFIX) :], bare, n=1, cutoff=0.6)
+    return f"{_PREFIX}{match[0]}" if match else None
+
+
+def _env_files(env_file: Any) -> list[Path]:
+    if env_file is None:
+        return []
+    files = [env_file] if isinstance(env_file, str | os.PathLike) else list(env_file)
+    return [Path(file).expanduser() for file in files if Path(file).expanduser().is_file()]
+
+
+def _variables(env_file: Any) -> Iterator[tuple[str, str, str | None]]:
+    """(NAME, value, settings file or None) of every variable with the prefix; the
+    environment's first, as it wins over the file."""
+    seen: set[str] = set()
+    for key, value in os.environ.items():
+        if key.upper().startswith(_PREFIX):
+            seen.add(key.upper())
+            yield key.upper(), value, None
+    files = _env_files(env_file)
+    if files:
+        from dotenv import dotenv_values
+
+        for path in files:
+            for key, file_value in dotenv_values(path).items():
+                if key.upper().startswith(_PREFIX) and key.upper() not in seen:
+                    seen.add(key.upper())
+                    yield key.upper(), file_value or "", str(path)
+
+
+def _warn_unknown(env_file: Any) -> None:
+    for name, _value, origin in _variables(env_file):
+        if not unknown_variable(name) or (name, origin or "") in _WARNED:
+            continue
+        _WARNED.add((name, origin or ""))
+        where = f"{name} (in {origin})" if origin else name
+        closest = _closest(name)
+        if closest:
+            log.warning("%s matches no setting and is ignored; did you mean %s?", where, closest)
+        else:
+            log.warning(
+                "%s matches no setting and is ignored (see the README's configuration table)",
+                where,
+            )
+
+
+def _example(field: FieldInfo | None) -> str:
+    """`` such as <the default as JSON>`` for a list or dict setting, else ""."""
+    if field is None or _group(field) is not None:
+        return ""
+    default = field.get_default(call_default_factory=True)
+    if not isinstance(default, list | tuple | dict) or not default:
+        return ""
+    return f" such as {json.dumps(default)}"
+
+
+def _shown(value: Any) -> str:
+    """The offending value for the message: secrets masked, long values cut."""
+    if isinstance(value, SecretStr):
+        return "**********"
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")  # SecretStr dumps masked
+    if isinstance(value, dict):
+        value = {k: "**********" if "password" in str(k) else v for k, v in value.items()}
+    if isinstance(value, str):
+        text = value if value and value.strip() == value else repr(value)
+    else:
+        try:
+            text = json.dumps(value, default=str)
+        except (TypeError, ValueError):
+            text = repr(value)
+    return text if len(text) <= 120 else f"{text[:117]}..."
+
+
+def _validation_problems(exc: ValidationError, env_file: Any) -> list[str]:
+    """One line per error: the variable, what is wrong, the value given."""
+    from_file = {name: origin for name, _, origin in _variables(env_file) if origin}
+    problems = []
+    for error in exc.errors():
+        loc = list(error["loc"])
+        ctx = error.get("ctx") or {}
+        path: list[str] = []
+        field: FieldInfo | None = None
+        fields: dict[str, FieldInfo] | None = Settings.model_fields
+        while loc and isinstance(loc[0], str) and fields is not None and loc[0] in fields:
+            key = str(loc.pop(0))
+            path.append(key)
+            field = fields[key]
+            group = _group(field)
+            fields = group.model_fields if group else None
+        value = error.get("input")
+        if error["type"] == "extra_forbidden" and loc:
+            path.append(str(loc.pop(0)))
+        if "field" in ctx:  # a check of the group on one of its fields (the Redis URL)
+            path.append(str(ctx["field"]))
+            value = ctx.get("value", value)
+        name = f"{_PREFIX}{_DELIMITER.join(path).upper()}" if path else _PREFIX.rstrip("_")
+        if error["type"] == "extra_forbidden":
+            closest = _closest(name)
+            message = "matches no setting" + (f"; did you mean {closest}?" if closest else "")
+        elif error["type"] in _JSON_TYPES and isinstance(value, str):
+            message = f"expected a JSON {_JSON_TYPES[error['type']]}{_example(field)}"
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            if "field" in ctx:
+                message = message.removeprefix(f"{ctx['field']} ")
+            if message.startswith("Input should"):
+                message = message.removeprefix("Input ")
+        where = " ".join(
+            f"item {part}" if isinstance(part, int) else "(key)" if part == "[key]" else repr(part)
+            for part in loc
+        )
+        origin = f" (in {from_file[name]})" if name in from_file else ""
+        message = f"{where}: {message}" if where else message
+        problems.append(f"{name}{origin}: {message} (got {_shown(value)})")
+    return problems
+
+
+def _parsing_problems(exc: SettingsError, env_file: Any) -> list[str]:
+    """pydantic-settings names only the group whose variables did not parse (as JSON): find
+    the variables."""
+    match = re.search(r'field "([^"]+)"', str(exc))
+    top = f"{_PREFIX}{match.group(1).upper()}" if match else _PREFIX
+    names, _ = _known_names()
+    problems = []
+    for name, value, origin in _variables(env_file):
+        field = names.get(name)
+        if field is None or not value or not (name == top or name.startswith(top + _DELIMITER)):
+            continue
+        kind = _json_kind(field)
+        if kind is None:
+            continue
+        try:
+            json.loads(value)
+        except ValueError:
+            where = f" (in {origin})" if origin else ""
+            problems.append(
+                f"{name}{where}: expected a JSON {kind}{_example(field)} (got {_shown(value)})"
+            )
+    return problems or [f"{top}: {exc} ({exc.__cause__})"]

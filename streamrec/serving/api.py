@@ -12,9 +12,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import redis.asyncio as aioredis
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from redis.exceptions import MaxConnectionsError, RedisError
 
 from streamrec import metrics
 from streamrec.config import Settings
@@ -42,6 +44,7 @@ def create_app(settings: Settings, ranker: Ranker) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         state = StateStore.from_settings(settings.redis)
         holder["state"] = state
+        holder["probe"] = probe = _probe_client(state)
         holder["recommender"] = Recommender(
             state, ranker, popular_refresh_s=settings.stream.popular_refresh_s
         )
@@ -49,6 +52,7 @@ def create_app(settings: Settings, ranker: Ranker) -> FastAPI:
         try:
             yield
         finally:
+            await probe.aclose()
             await state.close()
 
     api = FastAPI(
@@ -72,6 +76,16 @@ def create_app(settings: Settings, ranker: Ranker) -> FastAPI:
 
     @api.exception_handler(StateError)
     async def _state_error(_: Request, exc: StateError) -> JSONResponse:
+        if _pool_exhausted(exc):
+            # Redis answers; this process has more requests in flight than connections.
+            log.warning("state store busy: %s", exc)
+            redis = settings.redis
+            detail = (
+                f"state store busy: Redis connection pool exhausted (no free connection "
+                f"within STREAMREC_REDIS__POOL_TIMEOUT_S={redis.pool_timeout_s:g} s, all "
+                f"STREAMREC_REDIS__MAX_CONNECTIONS={redis.max_connections} in use), retry later"
+            )
+            return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
         log.error("state unavailable: %s", exc)
         return JSONResponse({"detail": "state store unavailable, retry later"}, status_code=503)
 
@@ -107,9 +121,9 @@ def create_app(settings: Settings, ranker: Ranker) -> FastAPI:
 
     @api.get("/readyz")
     async def readyz() -> JSONResponse:
-        """Kafka and Redis are reachable."""
-        state: StateStore = holder["state"]
-        redis_ok = await state.ping()
+        """Kafka and Redis are reachable (Redis asked on a connection of its own: requests
+        holding every connection of the pool neither delay the answer nor make it false)."""
+        redis_ok = await _redis_reachable(holder["probe"])
         kafka_ok = await asyncio.to_thread(_kafka_reachable, settings)
         ok = redis_ok and kafka_ok
         return JSONResponse(
@@ -118,6 +132,36 @@ def create_app(settings: Settings, ranker: Ranker) -> FastAPI:
         )
 
     return api
+
+
+def _pool_exhausted(exc: BaseException) -> bool:
+    """``exc`` was caused by no free connection in the pool (not by Redis failing)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, MaxConnectionsError):
+            return True
+        cause = cause.__cause__
+    return False
+
+
+def _probe_client(state: StateStore) -> aioredis.Redis:
+    """A client of one connection for /readyz, with the state client's connection options
+    (address, credentials, TLS, timeouts, health checks): it never waits behind requests."""
+    pool = state.client.connection_pool
+    probe_pool = aioredis.BlockingConnectionPool(
+        connection_class=pool.connection_class,
+        max_connections=1,  # concurrent probes take turns; a PING is short
+        timeout=state.settings.pool_timeout_s,
+        **pool.connection_kwargs,
+    )
+    return aioredis.Redis.from_pool(probe_pool)
+
+
+async def _redis_reachable(probe: aioredis.Redis) -> bool:
+    try:
+        return bool(await probe.ping())
+    except RedisError:
+        return False
 
 
 def _kafka_reachable(settings: Settings) -> bool:

@@ -11,8 +11,9 @@ key                               type    holds                                 
                                           first
 ``{p}:v1:u:{user_id}:c``          hash    ``events`` and one count per type     user
 ``{p}:v1:u:{user_id}:s``          set     the user's session ids                user
-``{p}:v1:r:{session_or_user}``    hash    item -> last recommendation showing   session
-                                          it (JSON: rec_id, position, ...)
+``{p}:v1:r:s:{session_id}``        hash    item -> last recommendation showing   session
+``{p}:v1:r:u:{user_id}``                  it (JSON: rec_id, position, ...);
+                                          ``u:`` for events without a session
 ``{p}:v1:pop``                    zset    item -> log2 decayed popularity       none
 ``{p}:v1:pop:h:{hour}``           zset    same, events in that UTC hour         none
 ``{p}:v1:pop:d:{device}``         zset    same, events from that device         none
@@ -29,9 +30,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["LAYOUT_VERSION", "Keys"]
+__all__ = ["LAYOUT_VERSION", "Keys", "shown_scope"]
 
 LAYOUT_VERSION = "v1"
+
+
+def shown_scope(session_id: str | None, user_id: str) -> str:
+    """Whose shown items a recommendation's page joins: the session's (``s:<id>``), or for an
+    event without a session the user's (``u:<id>``). The prefixes keep a session and a user
+    of the same id apart (``forget-user`` deletes the user's, never a session's). Before
+    this, the key was ``r:<session or user>``; such keys expire with their session TTL."""
+    return f"s:{session_id}" if session_id else f"u:{user_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +66,9 @@ class Keys:
     def user_sessions(self, user_id: str) -> str:
         return f"{self._base}:u:{user_id}:s"
 
-    def shown(self, session_or_user: str) -> str:
-        return f"{self._base}:r:{session_or_user}"
+    def shown(self, scope: str) -> str:
+        """The shown items of a :func:`shown_scope`."""
+        return f"{self._base}:r:{scope}"
 
     def popularity(self, *, hour: int | None = None, device: str | None = None) -> str:
         if hour is not None:

@@ -48,12 +48,13 @@ from typing import Any, NamedTuple
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError, NoScriptError, RedisError
 
 from streamrec import metrics
 from streamrec.config import RedisSettings
 from streamrec.errors import StateError
-from streamrec.state.keys import Keys
+from streamrec.state.keys import Keys, shown_scope
 
 __all__ = ["FLUSH_AFTER_S", "POPULARITY_WEIGHTS", "Applied", "Page", "Shown", "StateStore"]
 
@@ -341,6 +342,26 @@ def _histories(events: Sequence[Any], replies: Sequence[Any]) -> list[list[str]]
     return out
 
 
+class _WaitingPool(aioredis.BlockingConnectionPool):
+    """The state client's pool: a call waits up to ``timeout`` seconds for a free connection
+    and then raises :class:`MaxConnectionsError` (the pool is exhausted, Redis may be fine),
+    not the plain ``ConnectionError`` redis-py raises for it, which reads as Redis down."""
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().get_connection(*args, **kwargs)
+        except RedisConnectionError as exc:
+            # redis-py raises ConnectionError("No connection available.") from the wait's
+            # TimeoutError; a failure to connect to Redis has no TimeoutError cause.
+            if type(exc) is not RedisConnectionError or not isinstance(exc.__cause__, TimeoutError):
+                raise
+            raise MaxConnectionsError(
+                f"connection pool exhausted: no free Redis connection within {self.timeout} s, "
+                f"all {self.max_connections} in use (STREAMREC_REDIS__MAX_CONNECTIONS, "
+                "STREAMREC_REDIS__POOL_TIMEOUT_S)"
+            ) from exc
+
+
 class StateStore:
     """Async Redis state. Create with :meth:`from_settings`; close with :meth:`close`."""
 
@@ -360,14 +381,18 @@ class StateStore:
 
     @classmethod
     def from_settings(cls, settings: RedisSettings) -> StateStore:
-        client = aioredis.Redis.from_url(
+        # A bounded pool that makes a call wait for a free connection: redis-py's default
+        # pool fails at once ("Too many connections") past 100 calls in flight.
+        pool = _WaitingPool.from_url(
             settings.url,
+            max_connections=settings.max_connections,
+            timeout=settings.pool_timeout_s,
             socket_timeout=10,
             socket_connect_timeout=5,
             health_check_interval=30,
             decode_responses=True,  # decoded by hiredis, in C
         )
-        return cls(client, settings)
+        return cls(aioredis.Redis.from_pool(pool), settings)  # the client closes its pool
 
     async def close(self) -> None:
         """Write what is deferred (best effort), then close the connections."""
@@ -437,7 +462,7 @@ class StateStore:
             ts = event.ts
             device = event.context.device if event.context and event.context.device else None
             kind = event.type.value
-            scope = event.session_id or event.user_id
+            scope = shown_scope(event.session_id, event.user_id)
             rows.append(
                 (
                     keys.event(event.event_id),
@@ -668,10 +693,10 @@ class StateStore:
                 keys.user_history(user_id),
                 keys.user_counters(user_id),
                 keys.user_sessions(user_id),
-                keys.shown(user_id),
+                keys.shown(shown_scope(None, user_id)),
             ]
             for session in sessions:
-                doomed += [keys.session(session), keys.shown(session)]
+                doomed += [keys.session(session), keys.shown(shown_scope(session, user_id))]
             deleted = int(await self.client.delete(*doomed))
         except RedisError as exc:
             raise StateError(f"forgetting user {user_id!r} failed: {exc}") from exc

@@ -23,7 +23,9 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import ssl
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
@@ -35,9 +37,9 @@ from faust.types import EventT
 from tenacity import (
     AsyncRetrying,
     before_sleep_log,
-    retry,
     retry_if_exception_type,
     stop_after_delay,
+    stop_never,
     wait_exponential,
 )
 
@@ -113,6 +115,10 @@ def build_app(settings: Settings, ranker: Ranker) -> faust.App:
         # bounded by the interval either way, and replays are idempotent.
         broker_commit_every=_NEVER_BY_COUNT,
         broker_commit_interval=1.0,
+        # Stopping (or losing partitions) does not wait for unacked events: they are not
+        # committed, so the next owner reads them again, and their state is idempotent. faust
+        # waits by default, forever when a batch cannot finish (Redis down, a failed batch).
+        stream_wait_empty=False,
     )
     use_fetch_settings(
         app, fetch_min_bytes=stream.fetch_min_bytes, fetch_max_wait_ms=stream.fetch_max_wait_ms
@@ -162,13 +168,20 @@ def build_app(settings: Settings, ranker: Ranker) -> faust.App:
                     handling = asyncio.ensure_future(
                         _handle(lag, batch, processor, settings, out, after=turn, done=mine)
                     )
-                    handling.add_done_callback(_log_failure)
+                    handling.add_done_callback(_stop_on_failure)
                     turn = mine
                     previous = inflight[-1] if inflight else None
                     acked = _acknowledge(
-                        events, batch, handling, holder["state"], previous, carry_wait_s
+                        events,
+                        batch,
+                        handling,
+                        holder["state"],
+                        previous,
+                        carry_wait_s,
+                        stream.state_retry_s,
                     )
                     inflight.append(asyncio.ensure_future(acked))
+                    inflight[-1].add_done_callback(_stop_on_failure)
                     while len(inflight) > stream.max_inflight_batches:
                         # a failed batch (state or delivery) crashes the agent, unacked
                         await inflight.popleft()
@@ -179,11 +192,28 @@ def build_app(settings: Settings, ranker: Ranker) -> faust.App:
     return app
 
 
-def _log_failure(handling: asyncio.Future[Any]) -> None:
-    """Say at once that a batch failed: the agent only crashes on it (unacked, so the batch
-    is redelivered) once its acknowledgement is awaited, up to max_inflight_batches later."""
-    if not handling.cancelled() and handling.exception() is not None:
-        log.error("batch failed; the agent stops on it", exc_info=handling.exception())
+#: Exit code of a worker stopped by a batch it could not finish.
+EXIT_BATCH_FAILED = 70  # EX_SOFTWARE
+
+
+def _stop_on_failure(future: asyncio.Future[Any]) -> None:
+    """A batch that failed (Redis unreachable past ``stream.state_retry_s``, outputs not
+    delivered) stops the worker at once, exit code :data:`EXIT_BATCH_FAILED`. Its events are
+    unacked, so uncommitted, and a restarted worker reads them again. faust would restart the
+    agent instead, which reads on from the consumer's position, past them, and then waits
+    for their acks forever when it stops. Stopping hard loses nothing: what was acked was
+    delivered, and state is idempotent (``tests/integration/test_worker_crash.py``)."""
+    if future.cancelled() or future.exception() is None:
+        return
+    log.critical(
+        "batch failed; the worker stops (exit %d) and its events are read again on restart",
+        EXIT_BATCH_FAILED,
+        exc_info=future.exception(),
+    )
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(EXIT_BATCH_FAILED)
 
 
 def tune_gc(thresholds: tuple[int, int, int] | None, *, freeze: bool) -> None:
@@ -214,6 +244,7 @@ async def _acknowledge(
     state: StateStore,
     previous: asyncio.Future[None] | None,
     carry_wait_s: float,
+    retry_s: float,
 ) -> None:
     """Once this batch is handled and its outputs delivered (and the previous batch acked):
     mark them delivered in state (deferred: written with the next state call), make sure
@@ -227,7 +258,7 @@ async def _acknowledge(
     await handled.outputs.delivered()
     state.defer_confirm(handled.event_ids)
     for written in handled.shown:  # usually carried by the next batch's apply by now
-        await _settle_with_retry(state, written, carry_wait_s)
+        await _settle_with_retry(state, written, carry_wait_s, retry_s)
     for event in batch:
         await events.ack(event)
     now = time.time()
@@ -299,14 +330,16 @@ async def _handle(
     return _Handled(outputs.seal(), [event.event_id for event in valid], triggered, result.shown)
 
 
-#: Transient state errors (Redis restarting, network) are retried with backoff, for minutes.
-_STATE_RETRY: dict[str, Any] = {
-    "retry": retry_if_exception_type(StateError),
-    "wait": wait_exponential(multiplier=0.1, max=10),
-    "stop": stop_after_delay(300),
-    "before_sleep": before_sleep_log(log, logging.WARNING),
-    "reraise": True,
-}
+def _state_retry(limit_s: float) -> AsyncRetrying:
+    """Transient state errors (Redis restarting, network) retried with back-off, until Redis
+    is back (``limit_s`` 0) or for ``limit_s`` seconds (``stream.state_retry_s``)."""
+    return AsyncRetrying(
+        retry=retry_if_exception_type(StateError),
+        wait=wait_exponential(multiplier=0.1, max=10),
+        stop=stop_after_delay(limit_s) if limit_s else stop_never,
+        before_sleep=before_sleep_log(log, logging.WARNING),
+        reraise=True,
+    )
 
 
 async def _process_with_retry(
@@ -318,18 +351,19 @@ async def _process_with_retry(
 ) -> BatchResult:
     """Process, retrying transient state errors; a retry is a replay (the failed call may
     have applied the events: see :meth:`StateStore.apply`)."""
-    async for attempt in AsyncRetrying(**_STATE_RETRY):
+    async for attempt in _state_retry(processor.settings.state_retry_s):
         with attempt:
             again = replay or attempt.retry_state.attempt_number > 1
             return await processor.process(events, replay=again, encoded=encoded)
     raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
 
 
-@retry(**_STATE_RETRY)
 async def _settle_with_retry(
-    state: StateStore, written: asyncio.Future[None], within: float
+    state: StateStore, written: asyncio.Future[None], within: float, retry_s: float
 ) -> None:
-    await state.settle(written, within=within)
+    async for attempt in _state_retry(retry_s):
+        with attempt:
+            await state.settle(written, within=within)
 
 
 async def _process(
@@ -346,7 +380,7 @@ async def _process(
     try:
         return await _process_with_retry(processor, valid, encoded=encoded)
     except StateError:
-        raise  # Redis unreachable for minutes: crash; faust restarts the agent, offsets unacked
+        raise  # Redis unreachable past stream.state_retry_s: the worker stops, unacked
     except Exception:
         log.exception("batch of %d failed; processing its events one by one", len(valid))
     result = BatchResult()

@@ -25,6 +25,7 @@ from streamrec.config import StreamSettings
 from streamrec.events import OutgoingRecommendation, Reward
 from streamrec.serving.ranker import History
 from streamrec.serving.service import Recommender, Request
+from streamrec.state.keys import shown_scope
 from streamrec.state.store import Page, StateStore
 
 __all__ = ["BatchProcessor", "BatchResult"]
@@ -171,7 +172,8 @@ class BatchProcessor:
                 result.recommendations.append((scope, record))
                 # Every page of the batch is remembered (a session with two views in one
                 # batch saw both); an item on several pages keeps its latest.
-                shown_by_scope.setdefault(scope, []).append(
+                shown_at = shown_scope(request.history.session_id, request.history.user_id or "")
+                shown_by_scope.setdefault(shown_at, []).append(
                     Page(
                         record.rec_id,
                         ranking.item_ids,

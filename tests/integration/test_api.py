@@ -129,3 +129,19 @@ def test_health_and_readiness(client: TestClient) -> None:
     assert ready.status_code == 200
     assert ready.json() == {"redis": True, "kafka": True, "status": "ready"}
     assert "/v1/recommendations" in client.get("/openapi.json").json()["paths"]
+
+
+def test_forgetting_a_user_named_like_a_session_leaves_that_session_alone(
+    client: TestClient, stack_settings: Settings
+) -> None:
+    import redis
+
+    from streamrec.state.keys import Keys, shown_scope
+
+    keys = Keys(stack_settings.redis.key_prefix)
+    raw = redis.Redis.from_url(stack_settings.redis.url)
+    shown = keys.shown(shown_scope("s3", "u3"))
+    assert raw.exists(shown) and raw.exists(keys.session("s3"))
+    report = client.delete("/v1/users/s3").json()  # no such user; s3 is u3's session
+    assert report["removed"]["keys_deleted"] == 0
+    assert raw.exists(shown) and raw.exists(keys.session("s3"))

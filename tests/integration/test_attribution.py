@@ -86,14 +86,14 @@ def test_a_scope_with_thousands_of_items_is_stored_whole_and_the_latest_page_win
     async def scenario() -> None:
         state = StateStore.from_settings(stack_settings.redis)
         try:
-            await state.remember_shown_many({"big": old + new})
+            await state.remember_shown_many({"s:big": old + new})
         finally:
             await state.close()
 
     asyncio.run(scenario())
     stored = {
         field.decode(): json.loads(value)["rec_id"]
-        for field, value in client.hgetall(keys.shown("big")).items()
+        for field, value in client.hgetall(keys.shown("s:big")).items()
     }
     assert len(stored) == 3000
     assert {rec for item, rec in stored.items() if int(item.split("-")[1]) % 2 == 0} == {"rec-new"}

@@ -59,11 +59,11 @@ def test_deferred_writes_travel_with_the_next_apply_before_its_events(
             first = [_event(1), _event(2)]
             await state.apply(first, attribute={"click"})
             written = state.defer_shown(
-                {"df-sess": [_page("rec-1", ["df-i7", "df-i9"], [0.5, 0.25])]}
+                {"s:df-sess": [_page("rec-1", ["df-i7", "df-i9"], [0.5, 0.25])]}
             )
             state.defer_confirm([e.event_id for e in first])  # type: ignore[attr-defined]
             assert not written.done()
-            assert client.hlen(keys.shown("df-sess")) == 0  # not written yet
+            assert client.hlen(keys.shown("s:df-sess")) == 0  # not written yet
             calls = _script_calls(client)
             click = _event(9, "click")
             [outcome] = await state.apply([click], attribute={"click"})
@@ -102,9 +102,9 @@ def test_settle_flushes_what_no_apply_carried_and_a_timer_flushes_the_rest(
         try:
             event = _event(1, session="df-idle")
             await state.apply([event], attribute=set())
-            written = state.defer_shown({"df-idle": [_page("rec-idle", ["a", "b"])]})
+            written = state.defer_shown({"s:df-idle": [_page("rec-idle", ["a", "b"])]})
             await state.settle(written)  # no batch follows: written now
-            assert sorted(client.hkeys(keys.shown("df-idle"))) == [b"a", b"b"]
+            assert sorted(client.hkeys(keys.shown("s:df-idle"))) == [b"a", b"b"]
             await state.settle(written)  # settled already: nothing to do
             # Only a confirmation pending, and the stream idle: the timer writes it.
             state.defer_confirm([event.event_id])  # type: ignore[attr-defined]
@@ -114,7 +114,7 @@ def test_settle_flushes_what_no_apply_carried_and_a_timer_flushes_the_rest(
             assert client.get(marker) == b"d"
             # Nothing pending: settling an empty page costs no call.
             calls = _script_calls(client)
-            await state.settle(state.defer_shown({"df-idle": []}))
+            await state.settle(state.defer_shown({"s:df-idle": []}))
             assert _script_calls(client) == calls
         finally:
             await state.close()
@@ -132,7 +132,7 @@ def test_settle_waits_for_the_next_apply_to_carry_the_writes(
     async def scenario() -> None:
         state = StateStore.from_settings(stack_settings.redis)
         try:
-            carried = state.defer_shown({"df-wait": [_page("rec-w", ["c"])]})
+            carried = state.defer_shown({"s:df-wait": [_page("rec-w", ["c"])]})
             calls = _script_calls(client)
             waiting = asyncio.ensure_future(state.settle(carried, within=30.0))
             await asyncio.sleep(0.1)
@@ -140,11 +140,11 @@ def test_settle_waits_for_the_next_apply_to_carry_the_writes(
             await state.apply([_event(1, session="df-wait")], attribute=set())
             await asyncio.wait_for(waiting, 5.0)
             assert _script_calls(client) - calls == 1, "the batch's apply was the only call"
-            assert client.hexists(keys.shown("df-wait"), "c")
+            assert client.hexists(keys.shown("s:df-wait"), "c")
             # Nothing came within the wait: flushed alone.
-            alone = state.defer_shown({"df-wait": [_page("rec-w2", ["d"])]})
+            alone = state.defer_shown({"s:df-wait": [_page("rec-w2", ["d"])]})
             await asyncio.wait_for(state.settle(alone, within=0.1), 5.0)
-            assert client.hexists(keys.shown("df-wait"), "d")
+            assert client.hexists(keys.shown("s:df-wait"), "d")
         finally:
             await state.close()
 
@@ -159,7 +159,7 @@ def test_a_failed_call_keeps_its_deferred_writes_for_the_next(stack_settings: Se
         # A real connection failure: nothing listens on this port.
         down = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
         state = StateStore(down, stack_settings.redis)
-        written = state.defer_shown({"df-fail": [_page("rec-f", ["x"])]})
+        written = state.defer_shown({"s:df-fail": [_page("rec-f", ["x"])]})
         with pytest.raises(StateError):
             await state.apply([_event(1, session="df-fail")], attribute=set())
         with pytest.raises(StateError):
@@ -171,7 +171,7 @@ def test_a_failed_call_keeps_its_deferred_writes_for_the_next(stack_settings: Se
         [outcome] = await state.apply([click], attribute={"click"})
         assert written.done()
         assert outcome.shown is None  # item df-i2 was not shown; x was
-        assert client.hkeys(keys.shown("df-fail")) == [b"x"]
+        assert client.hkeys(keys.shown("s:df-fail")) == [b"x"]
         await state.close()
 
     asyncio.run(scenario())

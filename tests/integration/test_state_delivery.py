@@ -46,7 +46,7 @@ def test_unconfirmed_events_are_reemitted_confirmed_ones_are_not(
             applied = await state.apply(first, attribute={"click"})
             assert [a.applied for a in applied] == [True, True]
             await state.remember_shown(
-                "dl-sess", [Shown("dl-i9", "rec-1", 0, 0.5, "greedy", "v1", 1_700_000_002.0)]
+                "s:dl-sess", [Shown("dl-i9", "rec-1", 0, 0.5, "greedy", "v1", 1_700_000_002.0)]
             )
             click = _event(9, "click")
             assert (await state.apply([click], attribute={"click"}))[0].shown is not None
@@ -93,11 +93,15 @@ def test_shown_items_are_stored_per_scope_with_a_ttl_and_scripts_survive_a_flush
         state = StateStore.from_settings(stack_settings.redis)
         try:
             await state.remember_shown_many(
-                {"sh-a": page("rec-a", ["x", "ÿ-é"]), "sh-b": page("rec-b", ["y"]), "sh-c": []}
+                {
+                    "s:sh-a": page("rec-a", ["x", "ÿ-é"]),
+                    "s:sh-b": page("rec-b", ["y"]),
+                    "s:sh-c": [],
+                }
             )
             stored = {
                 field.decode(): json.loads(value)
-                for field, value in client.hgetall(keys.shown("sh-a")).items()
+                for field, value in client.hgetall(keys.shown("s:sh-a")).items()
             }
             assert stored == {
                 "x": {
@@ -117,12 +121,14 @@ def test_shown_items_are_stored_per_scope_with_a_ttl_and_scripts_survive_a_flush
                     "event_time": at,
                 },
             }
-            assert 0 < client.ttl(keys.shown("sh-a")) <= max(60, stack_settings.redis.session_ttl_s)
-            assert client.hkeys(keys.shown("sh-b")) == [b"y"]
-            assert not client.exists(keys.shown("sh-c"))
+            assert (
+                0 < client.ttl(keys.shown("s:sh-a")) <= max(60, stack_settings.redis.session_ttl_s)
+            )
+            assert client.hkeys(keys.shown("s:sh-b")) == [b"y"]
+            assert not client.exists(keys.shown("s:sh-c"))
             client.script_flush()  # Redis restarted or flushed its scripts: loaded again
-            await state.remember_shown_many({"sh-b": page("rec-b2", ["z"])})
-            assert sorted(client.hkeys(keys.shown("sh-b"))) == [b"y", b"z"]
+            await state.remember_shown_many({"s:sh-b": page("rec-b2", ["z"])})
+            assert sorted(client.hkeys(keys.shown("s:sh-b"))) == [b"y", b"z"]
             client.script_flush()  # and so are the state update's and the confirmation's
             assert (await state.apply([_event(50)], attribute=set()))[0].applied
             client.script_flush()

@@ -1,0 +1,142 @@
+"""Redis unreachable: the worker waits for it (state_retry_s 0, the default), or past a limit
+stops with an error, unacked, so that a restarted worker reads the failed batch again. It never
+skips a batch and reads on (faust restarting the agent alone would do that)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from streamrec.client import EventProducer
+from streamrec.config import Settings
+from streamrec.stack import free_port
+from streamrec.stack.redis_server import RedisComponent
+from streamrec.state.keys import Keys
+from tests.helpers import wait_for, worker_process
+
+pytestmark = pytest.mark.integration
+
+
+def _events(tag: str, n: int) -> list[dict[str, object]]:
+    return [
+        {
+            "event_id": f"{tag}-{n_}",
+            "user_id": "outage-user",
+            "session_id": f"outage-{tag}",
+            "item_id": f"i{n_ % 13}",
+            "type": "view",
+            "timestamp": 1_700_000_000 + n_,
+        }
+        for n_ in range(n)
+    ]
+
+
+def _send(settings: Settings, events: list[dict[str, object]]) -> None:
+    with EventProducer(settings) as producer:
+        for event in events:
+            producer.send(event)
+
+
+def _own_redis(stack_settings: Settings, tmp_path: Path) -> tuple[Settings, RedisComponent]:
+    port = free_port()
+    settings = stack_settings.model_copy(
+        update={
+            "home": tmp_path / "home",
+            "stack": stack_settings.stack.model_copy(update={"redis_port": port}),
+            "redis": stack_settings.redis.model_copy(update={"url": f"redis://127.0.0.1:{port}/0"}),
+        }
+    )
+    server = RedisComponent(settings)
+    server.start()
+    server.wait_ready(30)
+    return settings, server
+
+
+def _applied(client: redis.Redis, keys: Keys) -> int:
+    return sum(1 for _ in client.scan_iter(keys.event("*"), count=1000))
+
+
+def _events_counted(client: redis.Redis, keys: Keys) -> int:
+    return int(client.hget(keys.user_counters("outage-user"), "events") or 0)
+
+
+def test_past_its_retry_limit_the_worker_stops_and_a_new_one_applies_every_event_once(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    base, server = _own_redis(stack_settings, tmp_path)
+    settings = base.model_copy(
+        update={"stream": base.stream.model_copy(update={"state_retry_s": 3.0})}
+    )
+    keys = Keys(settings.redis.key_prefix)
+    client = redis.Redis.from_url(settings.redis.url)
+    try:
+        with worker_process(settings, tmp_path / "first.log") as proc:
+            _send(settings, _events("before", 20))
+            wait_for(lambda: _applied(client, keys) == 20, timeout=90)
+            server.process.stop()
+            _send(settings, _events("during", 20))
+            # it retries for 3 s, then stops with an error rather than read on past the batch
+            deadline = time.monotonic() + 90
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert proc.poll() is not None, "the worker kept running past its retry limit"
+            assert proc.returncode == 70  # EXIT_BATCH_FAILED
+        server.start()
+        server.wait_ready(30)
+        with worker_process(settings, tmp_path / "second.log"):
+            wait_for(lambda: _applied(client, keys) == 40, timeout=90)
+            _send(settings, _events("after", 5))
+            wait_for(lambda: _events_counted(client, keys) == 45, timeout=60)
+        assert _applied(client, keys) == 45
+    finally:
+        server.process.stop()
+
+
+def test_by_default_the_worker_waits_for_redis_and_loses_nothing(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    settings, server = _own_redis(stack_settings, tmp_path)
+    keys = Keys(settings.redis.key_prefix)
+    client = redis.Redis.from_url(settings.redis.url)
+    try:
+        with worker_process(settings, tmp_path / "worker.log") as proc:
+            _send(settings, _events("before", 20))
+            wait_for(lambda: _applied(client, keys) == 20, timeout=90)
+            server.process.stop()
+            _send(settings, _events("during", 20))
+            time.sleep(8)
+            assert proc.poll() is None, "the worker stopped while Redis was away"
+            server.start()
+            server.wait_ready(30)
+            _send(settings, _events("after", 5))
+            wait_for(lambda: _events_counted(client, keys) == 45, timeout=90)
+            assert _applied(client, keys) == 45
+    finally:
+        server.process.stop()
+
+
+def test_a_worker_waiting_for_redis_stops_on_sigterm_and_its_batch_is_read_again(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    settings, server = _own_redis(stack_settings, tmp_path)
+    keys = Keys(settings.redis.key_prefix)
+    client = redis.Redis.from_url(settings.redis.url)
+    try:
+        with worker_process(settings, tmp_path / "first.log") as proc:
+            _send(settings, _events("before", 10))
+            wait_for(lambda: _applied(client, keys) == 10, timeout=90)
+            server.process.stop()
+            _send(settings, _events("during", 10))
+            time.sleep(3)
+            proc.terminate()
+            proc.wait(30)  # faust waited forever for the unfinished batch's acks
+        server.start()
+        server.wait_ready(30)
+        with worker_process(settings, tmp_path / "second.log"):
+            wait_for(lambda: _events_counted(client, keys) == 20, timeout=90)
+        assert _applied(client, keys) == 20
+    finally:
+        server.process.stop()
