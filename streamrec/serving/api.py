@@ -7,6 +7,7 @@ on their own port (``metrics_port + 1`` by convention for the API process).
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -21,7 +22,7 @@ from redis.exceptions import MaxConnectionsError, RedisError
 from streamrec import metrics
 from streamrec.config import Settings
 from streamrec.errors import StateError
-from streamrec.events import Recommendation
+from streamrec.events import ID_MAX_LENGTH, ID_PATTERN, Recommendation
 from streamrec.serving.ranker import Ranker
 from streamrec.serving.service import Recommender
 from streamrec.state.store import StateStore
@@ -89,7 +90,12 @@ def create_app(settings: Settings, ranker: Ranker) -> FastAPI:
         log.error("state unavailable: %s", exc)
         return JSONResponse({"detail": "state store unavailable, retry later"}, status_code=503)
 
-    @api.get("/v1/recommendations", response_model=Recommendation, response_model_exclude_none=True)
+    @api.get(
+        "/v1/recommendations",
+        response_model=Recommendation,
+        response_model_exclude_none=True,
+        responses=_UNAVAILABLE,
+    )
     async def recommendations(
         session_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
         user_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
@@ -98,6 +104,7 @@ def create_app(settings: Settings, ranker: Ranker) -> FastAPI:
         hour: Annotated[int | None, Query(ge=0, le=23)] = None,
     ) -> Recommendation:
         """Top-k for a session and/or user; with neither, context-aware popular items."""
+        session_id, user_id = _id("session_id", session_id), _id("user_id", user_id)
         recommender: Recommender = holder["recommender"]
         record = await recommender.recommend(
             session_id=session_id, user_id=user_id, k=k, device=device, hour=hour
@@ -106,11 +113,12 @@ def create_app(settings: Settings, ranker: Ranker) -> FastAPI:
         return record
 
     # :path -- ids may hold "/" (the contract allows it; a client sends it as %2F)
-    @api.delete("/v1/users/{user_id:path}", response_model=ForgetReport)
+    @api.delete("/v1/users/{user_id:path}", response_model=ForgetReport, responses=_UNAVAILABLE)
     async def forget_user(user_id: str) -> ForgetReport:
         """Remove every trace of a user from state; reports what was removed."""
-        if not user_id or len(user_id) > 256:
-            raise HTTPException(status_code=422, detail="user_id must be 1-256 characters")
+        user_id = _id("user_id", user_id) or ""
+        if not user_id:
+            raise HTTPException(status_code=422, detail="user_id: an id is required")
         state: StateStore = holder["state"]
         return ForgetReport(user_id=user_id, removed=await state.forget_user(user_id))
 
@@ -132,6 +140,30 @@ def create_app(settings: Settings, ranker: Ranker) -> FastAPI:
         )
 
     return api
+
+
+#: The 503 answers, for the OpenAPI document.
+_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {
+        "description": "Redis is unreachable, or this process's Redis connection pool is "
+        "exhausted (the detail says which; retry later)"
+    }
+}
+
+
+def _id(name: str, value: str | None) -> str | None:
+    """An id as the event contract reads it (white space around it dropped, 1-256 characters,
+    no control character, not only blank ones), else a 422 that says so."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or len(value) > ID_MAX_LENGTH or not re.match(ID_PATTERN, value):
+        raise HTTPException(
+            status_code=422,
+            detail=f"{name}: an id has 1-{ID_MAX_LENGTH} characters, at least one neither white "
+            "space nor zero-width, and no control character",
+        )
+    return value
 
 
 def _pool_exhausted(exc: BaseException) -> bool:

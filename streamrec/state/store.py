@@ -632,22 +632,29 @@ class StateStore:
         await self.settle(self.defer_shown(pages))
 
     async def history(self, *, session_id: str | None, user_id: str | None) -> list[str]:
-        """Items of the user (or, without a user, of the session), oldest first."""
-        if user_id:
-            key, session_entries = self.keys.user_history(user_id), False
-        elif session_id:
-            key, session_entries = self.keys.session(session_id), True
-        else:
+        """Items of the user and of the session, oldest first, in one round trip: the user's
+        history, then the session's items it does not hold (a session is normally its user's,
+        so already in it; not when the caller pairs a session with another user id)."""
+        keys = [self.keys.user_history(user_id)] if user_id else []
+        if session_id:
+            keys.append(self.keys.session(session_id))
+        if not keys:
             return []
         started = time.perf_counter()
         try:
-            entries = [str(entry) for entry in await self.client.lrange(key, 0, -1)]
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.lrange(key, 0, -1)
+            replies = await pipe.execute()
         except RedisError as exc:
             raise StateError(f"reading history failed: {exc}") from exc
         metrics.REDIS_SECONDS.labels("history").observe(time.perf_counter() - started)
-        if session_entries:  # session entries are "item<TAB>type<TAB>ts"
-            return [entry.split("\t", 1)[0] for entry in reversed(entries)]
-        return list(reversed(entries))
+        items = [str(entry) for entry in reversed(replies[0])] if user_id else []
+        if session_id:  # session entries are "item<TAB>type<TAB>ts", newest first
+            held = set(items)
+            session = (str(entry).split("\t", 1)[0] for entry in reversed(replies[-1]))
+            items += [item for item in session if item not in held]
+        return items
 
     async def popular_many(
         self, n: int, contexts: Sequence[tuple[int | None, str | None]]

@@ -83,6 +83,9 @@ def test_cold_start_gets_context_popular_items_never_empty(client: TestClient) -
         {"hour": 24},
         {"session_id": ""},
         {"user_id": "x" * 300},
+        {"user_id": "\x00"},
+        {"session_id": "a\tb"},
+        {"user_id": "\u200b"},
     ],
 )
 def test_bad_parameters_are_clear_4xx(client: TestClient, params: dict[str, object]) -> None:
@@ -145,3 +148,28 @@ def test_forgetting_a_user_named_like_a_session_leaves_that_session_alone(
     report = client.delete("/v1/users/s3").json()  # no such user; s3 is u3's session
     assert report["removed"]["keys_deleted"] == 0
     assert raw.exists(shown) and raw.exists(keys.session("s3"))
+
+
+def test_a_session_paired_with_another_user_id_still_excludes_the_session_items(
+    client: TestClient,
+) -> None:
+    """Events of session s1 carried user u1; a caller that knows the visitor by another id
+    (logged in since) asks with both: what s1 saw is still not recommended."""
+    seen = {f"i{(1 + step) % 9}" for step in range(5)}
+    for params in ({"session_id": "s1", "user_id": "member-77"}, {"session_id": "s1"}):
+        body = client.get("/v1/recommendations", params={**params, "k": 9}).json()
+        items = {item["item_id"] for item in body["items"]}
+        assert items and not items & seen, params
+
+
+def test_ids_are_read_as_the_event_contract_reads_them(client: TestClient) -> None:
+    padded = client.get("/v1/recommendations", params={"user_id": " u1 ", "k": 9}).json()
+    plain = client.get("/v1/recommendations", params={"user_id": "u1", "k": 9}).json()
+    assert padded["items"] == plain["items"]
+    for path in ("/v1/users/%00", "/v1/users/%20%20", "/v1/users/a%09b"):
+        response = client.delete(path)
+        assert response.status_code == 422 and "user_id" in response.json()["detail"], path
+    assert (
+        "503"
+        in client.get("/openapi.json").json()["paths"]["/v1/recommendations"]["get"]["responses"]
+    )
