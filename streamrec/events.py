@@ -444,6 +444,9 @@ def _reason(error: ValidationError) -> tuple[str, str]:
         return "unexpected_field", f"{loc}: not used by this event type (only null is accepted)"
     if field_name == "schema_version" and len(first["loc"]) == 2:  # as _decode_checked says
         return "unsupported_version", _version_detail(first["input"])
+    if kind == "too_long" and isinstance(first["input"], str):  # an id (after coercion)
+        limit = first.get("ctx", {}).get("max_length", _ID_MAX)
+        return "invalid_field", f"{loc}: {len(first['input'])} characters, at most {limit}"
     if kind == "string_pattern_mismatch":  # only ids have a pattern
         return "invalid_field", f"{loc}: {_id_detail(first['input'])}"
     if field_name == "timestamp" and kind in ("datetime_parsing", "datetime_from_date_parsing"):

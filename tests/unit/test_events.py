@@ -481,3 +481,11 @@ def test_white_space_around_an_id_is_not_part_of_it() -> None:
     event = decode_event(json.dumps(payload).encode())
     assert (event.user_id, event.item_id, event.event_id) == ("u1", "i7", "e1")
     assert parse_event(payload) == event
+
+
+def test_a_too_long_id_is_refused_in_characters() -> None:
+    raw = json.dumps({**GOOD, "item_id": "x" * 300}).encode()
+    with pytest.raises(InvalidEvent) as refused:
+        decode_event(raw)
+    assert refused.value.reason == "invalid_field"
+    assert "300 characters, at most 256" in str(refused.value)
