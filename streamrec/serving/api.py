@@ -56,6 +56,7 @@ def create_app(settings: Settings, ranker: Ranker) -> FastAPI:
             await probe.aclose()
             await state.close()
 
+    kafka_probe = KafkaProbe(settings)
     api = FastAPI(
         title="streamrec",
         version="1",
@@ -132,7 +133,7 @@ def create_app(settings: Settings, ranker: Ranker) -> FastAPI:
         """Kafka and Redis are reachable (Redis asked on a connection of its own: requests
         holding every connection of the pool neither delay the answer nor make it false)."""
         redis_ok = await _redis_reachable(holder["probe"])
-        kafka_ok = await asyncio.to_thread(_kafka_reachable, settings)
+        kafka_ok = await kafka_probe.reachable()
         ok = redis_ok and kafka_ok
         return JSONResponse(
             {"redis": redis_ok, "kafka": kafka_ok, "status": "ready" if ok else "not ready"},
@@ -196,11 +197,32 @@ async def _redis_reachable(probe: aioredis.Redis) -> bool:
         return False
 
 
-def _kafka_reachable(settings: Settings) -> bool:
+class KafkaProbe:
+    """Whether Kafka answers, asked at most once per ``ttl_s``: probes that come together (a
+    load balancer's, several replicas') share one check instead of each waiting up to
+    ``timeout_s`` in the thread pool when the broker is down."""
+
+    def __init__(self, settings: Settings, *, ttl_s: float = 1.0, timeout_s: float = 3.0) -> None:
+        self.settings = settings
+        self.ttl_s, self.timeout_s = ttl_s, timeout_s
+        self.checks = 0
+        self._answer: tuple[float, bool] | None = None  # (monotonic time, reachable)
+        self._lock = asyncio.Lock()
+
+    async def reachable(self) -> bool:
+        async with self._lock:
+            if self._answer is None or time.monotonic() - self._answer[0] > self.ttl_s:
+                self.checks += 1
+                ok = await asyncio.to_thread(_kafka_reachable, self.settings, self.timeout_s)
+                self._answer = (time.monotonic(), ok)
+            return self._answer[1]
+
+
+def _kafka_reachable(settings: Settings, timeout_s: float = 3.0) -> bool:
     from confluent_kafka.admin import AdminClient
 
     try:
-        metadata = AdminClient(settings.kafka.librdkafka()).list_topics(timeout=3)
+        metadata = AdminClient(settings.kafka.librdkafka()).list_topics(timeout=timeout_s)
     except Exception:
         return False
     return bool(metadata.brokers)
