@@ -68,6 +68,7 @@ from streamrec.serving.factory import build_ranker  # noqa: E402
 from streamrec.serving.ranker import History, RankContext  # noqa: E402
 from streamrec.serving.service import Recommender  # noqa: E402
 from streamrec.stack import Stack, free_port  # noqa: E402
+from streamrec.state.keys import shown_scope  # noqa: E402
 from streamrec.state.store import Page, StateStore  # noqa: E402
 from streamrec.stream.processor import BatchProcessor  # noqa: E402
 
@@ -276,7 +277,12 @@ async def redis_stage(settings: Settings, events: list[Any], batch: int) -> floa
         # As the worker: what was shown, and (once delivered) the confirmations, are written
         # with the next batch's apply.
         state.defer_shown(
-            {e.key: [Page(f"r{e.event_id}", top, None, "greedy", "v", e.ts)] for e in chunk}
+            {
+                shown_scope(e.session_id, e.user_id): [
+                    Page(f"r{e.event_id}", top, None, "greedy", "v", e.ts)
+                ]
+                for e in chunk
+            }
         )
         state.defer_confirm([e.event_id for e in chunk])
     await state.flush()

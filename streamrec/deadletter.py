@@ -1,7 +1,7 @@
 """Dead letters: how a rejected record is described on the dead-letter topic.
 
 A dead letter keeps the original key and value bytes untouched (so any client can inspect or
-re-drive it) and adds headers:
+re-drive it; a value over 512 KiB is cut there) and adds headers:
 
 =============================  ==========================================================
 ``streamrec.dlq.reason``       stable code from :data:`streamrec.events.REASONS`
@@ -10,6 +10,9 @@ re-drive it) and adds headers:
 ``streamrec.dlq.partition``    source partition
 ``streamrec.dlq.offset``       source offset
 ``streamrec.dlq.consumer``     consumer group that rejected it
+``streamrec.dlq.value_bytes``  only when the value was cut: its size in bytes (a value is
+                               kept up to 512 KiB, so the letter itself always fits under
+                               the producer's 1 MB message limit)
 =============================  ==========================================================
 
 The original record's headers are kept after these. Both the faust worker and the plain
@@ -23,10 +26,13 @@ from dataclasses import dataclass
 
 from streamrec.errors import InvalidEvent
 
-__all__ = ["HEADER_PREFIX", "DeadLetter", "parse_headers"]
+__all__ = ["HEADER_PREFIX", "VALUE_MAX", "DeadLetter", "parse_headers"]
 
 HEADER_PREFIX = "streamrec.dlq."
 _DETAIL_MAX = 1000
+#: Longest value kept: a record near the broker's 1 MB limit would make a letter the producer
+#: refuses, and the worker would stop on it every time it reads it again.
+VALUE_MAX = 512 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +46,7 @@ class DeadLetter:
     offset: int
     consumer: str
     original_headers: tuple[tuple[str, bytes | None], ...] = ()  # a null value stays null
+    value_bytes: int | None = None  # the original value's size, when it was cut
 
     @classmethod
     def of(
@@ -59,7 +66,12 @@ class DeadLetter:
             for name, val in (headers or ())
             if not name.startswith(HEADER_PREFIX)
         )
-        return cls(value, key, error.reason, error.detail, topic, partition, offset, consumer, kept)
+        size = None
+        if value is not None and len(value) > VALUE_MAX:
+            size, value = len(value), bytes(value[:VALUE_MAX])
+        return cls(
+            value, key, error.reason, error.detail, topic, partition, offset, consumer, kept, size
+        )
 
     def headers(self) -> list[tuple[str, bytes | None]]:
         ours = [
@@ -70,6 +82,8 @@ class DeadLetter:
             ("offset", str(self.offset)),
             ("consumer", self.consumer),
         ]
+        if self.value_bytes is not None:
+            ours.append(("value_bytes", str(self.value_bytes)))
         return [(HEADER_PREFIX + name, val.encode("utf-8")) for name, val in ours] + list(
             self.original_headers
         )

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pandas.io.common import get_handle
 
 from streamrec.errors import DataError
 
@@ -272,18 +273,20 @@ def _parse_datetimes(column: pd.Series) -> pd.Series:
     present = text.dropna()
     with warnings.catch_warnings():  # pandas warns when it falls back to dateutil per value
         warnings.simplefilter("ignore", UserWarning)
-        if len(present) and present.str.match(_DAY_MONTH).all():
-            month_first = pd.to_datetime(text, utc=True, errors="coerce", dayfirst=False)
-            day_first = pd.to_datetime(text, utc=True, errors="coerce", dayfirst=True)
-            read_month, read_day = month_first.notna().sum(), day_first.notna().sum()
-            if read_day > read_month:
-                return day_first
-            if read_day == read_month and not month_first.equals(day_first):
+        if len(present) and _all_match(present, _DAY_MONTH):
+            fields = present.str.extract(r"^(\d{1,2})[/.\-](\d{1,2})").astype(int)
+            day_first = bool((fields[0] > 12).any())
+            if not day_first and not (fields[1] > 12).any() and (fields[0] != fields[1]).any():
                 log.warning(
-                    "dates like %r read month first; every value also reads day first",
+                    "dates like %r read month first: no value says which of its first two "
+                    "fields is the day",
                     present.iloc[0],
                 )
-            return month_first
+            # value by value (times may be given to the minute in one row, the second in
+            # another), in the one order the column's values allow
+            return pd.to_datetime(
+                text, utc=True, errors="coerce", format="mixed", dayfirst=day_first
+            )
         iso = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
         if iso.notna().sum() == len(present):
             return iso
@@ -291,12 +294,25 @@ def _parse_datetimes(column: pd.Series) -> pd.Series:
     return mixed if mixed.notna().sum() > iso.notna().sum() else iso
 
 
+def _all_match(values: pd.Series, pattern: str, *, full: bool = False) -> bool:
+    """Whether every value matches ``pattern``; a sample is tried first, so a column that
+    does not (the usual case) costs no scan of a large log."""
+    match = (
+        (lambda part: part.str.fullmatch(pattern))
+        if full
+        else (lambda part: part.str.match(pattern))
+    )
+    if not bool(match(values.head(1000)).all()):
+        return False
+    return bool(match(values).all())
+
+
 def _times_of_day(column: pd.Series) -> bool:
     """True when every value is a time of day without a date (pandas would date it today)."""
     if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_datetime64_any_dtype(column):
         return False
     present = column.dropna().astype(str).str.strip()
-    return bool(len(present)) and bool(present.str.fullmatch(_TIME_OF_DAY).all())
+    return bool(len(present)) and _all_match(present, _TIME_OF_DAY, full=True)
 
 
 def _seconds(stamps: pd.Series) -> pd.Series:
@@ -431,26 +447,30 @@ def _format_suffix(path: Path) -> str:
 def _read_json_lines(path: Path) -> pd.DataFrame:
     """JSON Lines (one object per line), or for ``.json`` an array of objects. Ids stay as
     written (numbers become strings later); other fields are ignored unless named."""
-    with path.open("rb") as handle:
-        first = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    with get_handle(path, "rb", compression="infer", is_text=False) as handles:  # .json.gz too
+        first = handles.handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
     return pd.read_json(path, lines=first != b"[", dtype=False, convert_dates=False)
 
 
 def _check_names(path: Path, delimiter: str, names: Sequence[str]) -> None:
     """Refuse ``names`` that do not match the fields of the file's first line (pandas would
     make the extra leading fields the index and shift every column silently)."""
-    with path.open(encoding="utf-8", errors="replace", newline="") as handle:
-        first = next((line.rstrip("\r\n") for line in handle if line.strip()), None)
-    if first is None:
+    try:
+        first = pd.read_csv(
+            path,
+            sep=delimiter,
+            header=None,
+            nrows=1,
+            dtype=str,
+            engine="python" if len(delimiter) > 1 else "c",
+        )
+    except pd.errors.EmptyDataError:
         return
-    if len(delimiter) > 1:
-        fields = first.split(delimiter)
-    else:
-        fields = next(csv.reader([first], delimiter=delimiter))
-    if len(fields) != len(names):
+    if first.shape[1] != len(names):
         raise DataError(
             f"--names lists {len(names)} columns ({', '.join(names)}) but the first line of "
-            f"{path} has {len(fields)} fields separated by {delimiter!r}: {first[:120]!r}"
+            f"{path} has {first.shape[1]} fields separated by {delimiter!r}: "
+            f"{delimiter.join(first.iloc[0].fillna('').astype(str))[:120]!r}"
         )
 
 

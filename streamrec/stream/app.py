@@ -34,12 +34,13 @@ from typing import Any
 
 import faust
 from faust.types import EventT
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     before_sleep_log,
     retry_if_exception_type,
-    stop_after_delay,
-    stop_never,
     wait_exponential,
 )
 
@@ -330,13 +331,34 @@ async def _handle(
     return _Handled(outputs.seal(), [event.event_id for event in valid], triggered, result.shown)
 
 
+#: How long a Redis error that is not a lost connection (READONLY, NOPERM, a script error)
+#: is retried when ``stream.state_retry_s`` is 0: it may be a failover, or it may never pass.
+_REFUSED_RETRY_S = 300.0
+
+
+def _unreachable(error: BaseException | None) -> bool:
+    """Redis could not be reached (connection refused or lost, timed out), as opposed to
+    Redis answering with an error."""
+    cause = error.__cause__ if error is not None else None
+    return isinstance(cause, RedisConnectionError | RedisTimeoutError | OSError)
+
+
 def _state_retry(limit_s: float) -> AsyncRetrying:
-    """Transient state errors (Redis restarting, network) retried with back-off, until Redis
-    is back (``limit_s`` 0) or for ``limit_s`` seconds (``stream.state_retry_s``)."""
+    """Transient state errors retried with back-off: for ``limit_s`` seconds
+    (``stream.state_retry_s``), or with 0 until Redis is reachable again (an error Redis
+    answers with is retried for 5 minutes)."""
+
+    def give_up(state: RetryCallState) -> bool:
+        if limit_s:
+            return (state.seconds_since_start or 0.0) >= limit_s
+        error = state.outcome.exception() if state.outcome else None
+        elapsed = state.seconds_since_start or 0.0
+        return not _unreachable(error) and elapsed >= _REFUSED_RETRY_S
+
     return AsyncRetrying(
         retry=retry_if_exception_type(StateError),
         wait=wait_exponential(multiplier=0.1, max=10),
-        stop=stop_after_delay(limit_s) if limit_s else stop_never,
+        stop=give_up,
         before_sleep=before_sleep_log(log, logging.WARNING),
         reraise=True,
     )

@@ -53,3 +53,22 @@ def test_the_worker_consumer_fetches_with_the_configured_batching(tmp_path: Path
     assert built._fetch_min_bytes == 12345  # type: ignore[attr-defined]
     assert built._fetch_max_wait_ms == 7  # type: ignore[attr-defined]
     assert built._group_id == settings.stream.app_id  # type: ignore[attr-defined]
+
+
+def test_redis_unreachable_is_retried_until_it_is_back_and_an_error_it_answers_for_minutes() -> (
+    None
+):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import ResponseError
+
+    from streamrec.errors import StateError
+    from streamrec.stream.app import _unreachable
+
+    def wrapped(cause: Exception) -> StateError:
+        try:
+            raise StateError("apply failed") from cause
+        except StateError as error:
+            return error
+
+    assert _unreachable(wrapped(RedisConnectionError("refused")))
+    assert not _unreachable(wrapped(ResponseError("READONLY You can't write against a replica")))

@@ -372,3 +372,20 @@ def test_ids_that_look_like_missing_values_are_kept_with_a_warning(
     assert len(frame) == 4
     assert "item_id: 1 rows hold 'NULL'" in caplog.text
     assert "user_id: 2 rows hold 'NA'" in caplog.text
+
+
+def test_day_first_dates_of_mixed_precision_and_compressed_logs(tmp_path: Path) -> None:
+    import gzip
+
+    text = "user_id,item_id,date\nu,A,01/02/2024 09:00\nu,B,01/02/2024 09:05:30\n"
+    text += "u,C,13/02/2024 10:00\nu,D,01/03/2024\n"
+    frame = load_interactions(_write(tmp_path / "eu.csv", text))
+    assert list(frame["item_id"]) == ["A", "B", "C", "D"]
+    assert pd.to_datetime(frame["timestamp"], unit="s").dt.month.tolist() == [2, 2, 2, 3]
+    packed = tmp_path / "log.csv.gz"
+    packed.write_bytes(gzip.compress(b"u,a,1\nu,b,2\n"))
+    names = ["user_id", "item_id", "timestamp"]
+    assert list(load_interactions(packed, names=names)["item_id"]) == ["a", "b"]
+    array = tmp_path / "log.json.gz"
+    array.write_bytes(gzip.compress(b'[{"user": "u", "item": "x", "ts": 5}]'))
+    assert list(load_interactions(array)["item_id"]) == ["x"]
