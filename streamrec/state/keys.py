@@ -39,7 +39,8 @@ def shown_scope(session_id: str | None, user_id: str) -> str:
     """Whose shown items a recommendation's page joins: the session's (``s:<id>``), or for an
     event without a session the user's (``u:<id>``). The prefixes keep a session and a user
     of the same id apart (``forget-user`` deletes the user's, never a session's). Before
-    this, the key was ``r:<session or user>``; such keys expire with their session TTL."""
+    this, the key was ``r:<session or user>``; such keys expire with their session TTL, and
+    ``forget-user`` deletes those of the user's sessions."""
     return f"s:{session_id}" if session_id else f"u:{user_id}"
 
 

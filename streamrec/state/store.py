@@ -689,6 +689,9 @@ class StateStore:
 
         Popularity zsets are aggregates without user identity and are kept; event-id markers
         hold no user data and are kept so a redelivered event cannot bring the user back.
+        Shown pages of the user's sessions written under the old layout (``r:<session>``) go
+        too; an old sessionless page (``r:<user>``) may be another session's and is left to
+        expire with its TTL.
         """
         keys = self.keys
         try:
@@ -704,6 +707,8 @@ class StateStore:
             ]
             for session in sessions:
                 doomed += [keys.session(session), keys.shown(shown_scope(session, user_id))]
+                if not session.startswith(("s:", "u:")):  # else a new-layout key's name
+                    doomed.append(keys.shown(session))  # the layout before shown_scope
             deleted = int(await self.client.delete(*doomed))
         except RedisError as exc:
             raise StateError(f"forgetting user {user_id!r} failed: {exc}") from exc
