@@ -62,11 +62,19 @@ class Recommender:
             return []
         longest = max(len(request.history.excluded()) for request in requests)
         contexts = [(r.hour, r.device) for r in requests]
-        popular = await self.popular_lists(contexts, k + longest)
+        # A device's list is filled from its hour's, then from the overall list: a device
+        # with few or no events yet still gets the hour's popular items.
+        hours: list[Context] = [
+            (hour, None) for hour, device in contexts if device is not None and hour is not None
+        ]
+        popular = await self.popular_lists(contexts + hours, k + longest)
         # One context object per distinct (hour, device) in the batch, shared by its requests.
         shared: dict[tuple[int | None, str | None], RankContext] = {}
         for hour, device in dict.fromkeys(contexts):
-            blended = self._blended((hour, device), popular[(hour, device)], popular[(None, None)])
+            fallback = popular[(None, None)]
+            if device is not None and hour is not None:
+                fallback = self._blended((hour, None), popular[(hour, None)], fallback)
+            blended = self._blended((hour, device), popular[(hour, device)], fallback)
             shared[(hour, device)] = RankContext(hour=hour, device=device, popular=blended)
         rank_contexts = [shared[key] for key in contexts]
         histories = [r.history for r in requests]

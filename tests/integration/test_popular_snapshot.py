@@ -129,3 +129,47 @@ def test_short_context_list_is_served_from_the_snapshot_when_the_overall_list_fi
     assert set(before[:3]) == {f"ctx-one-i{n}" for n in range(3)}
     assert cached == before, "a short context list backed by a full overall list is a snapshot"
     assert refreshed[0] == "ctx-hot"
+
+
+def test_a_device_without_events_gets_its_hours_popular_items(stack_settings: Settings) -> None:
+    """Cold start by context: a device's list is filled from the hour's, then the overall."""
+    five_am = 1_699_938_000  # 2023-11-14 05:00 UTC
+
+    def clicks(item: str, times: int, at: int, device: str | None = None) -> list[object]:
+        return [
+            parse_event(
+                {
+                    "event_id": f"{item}-{n}",
+                    "user_id": f"{item}-u{n}",
+                    "item_id": item,
+                    "type": "click",
+                    "timestamp": at + n,
+                    **({"context": {"device": device}} if device else {}),
+                }
+            )
+            for n in range(times)
+        ]
+
+    async def scenario() -> dict[str | None, list[str]]:
+        state = StateStore.from_settings(stack_settings.redis)
+        recommender = Recommender(state, PopularityRanker(), popular_refresh_s=0.0)
+        events = [
+            *(e for i in range(3) for e in clicks(f"noon-{i}", 20, five_am + 7 * 3600)),
+            *(e for i in range(3) for e in clicks(f"five-{i}", 3, five_am)),
+            *clicks("phone-0", 2, five_am, device="phone"),
+        ]
+        try:
+            await state.apply(events, attribute=set())
+            answers = {}
+            for device in ("tv", "phone", None):
+                request = Request(History([], user_id="new", session_id="new"), 5, device)
+                answers[device] = (await recommender.rank([request], k=4))[0].item_ids
+        finally:
+            await state.close()
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert set(answers["tv"][:3]) == {"five-0", "five-1", "five-2"}, answers
+    assert answers["phone"][0] == "phone-0"
+    assert set(answers["phone"][1:4]) == {"five-0", "five-1", "five-2"}
+    assert set(answers[None][:3]) == {"five-0", "five-1", "five-2"}
