@@ -221,7 +221,9 @@ def topics_create(timeout: TimeoutOption = 30.0) -> None:
     except StreamrecError as exc:
         raise _fail(exc) from exc
     for name, state in result.items():
-        console.print(f"{name}: {state} ({settings.topics.all()[name]} partitions)")
+        if state in ("created", "exists"):
+            state = f"{state} ({settings.topics.all()[name]} partitions)"
+        console.print(f"{name}: {state}", soft_wrap=True)
 
 
 @topics_app.command("counts")

@@ -236,7 +236,9 @@ def _kafka_error(
 
 
 def create_topics(settings: Settings, *, timeout: float = 30.0) -> dict[str, str]:
-    """Create every streamrec topic that does not exist. Returns name -> created|exists.
+    """Create every streamrec topic that does not exist. Returns name -> ``created``,
+    ``exists``, or ``exists with N partition(s), not M (...)`` for a topic whose partition count
+    differs from the settings' (left as it is, with a warning).
 
     Raises:
         StreamrecError: Kafka is unreachable, or a topic could not be created.
@@ -247,12 +249,16 @@ def create_topics(settings: Settings, *, timeout: float = 30.0) -> dict[str, str
     except KafkaException as exc:  # e.g. an unknown property in STREAMREC_KAFKA__EXTRA
         raise StreamrecError(f"invalid Kafka client configuration: {exc}") from exc
     try:
-        existing = set(admin.list_topics(timeout=timeout).topics)
+        existing = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:
         admin.poll(0)  # serves error_cb
         raise _kafka_error(settings, exc, errors, timeout) from exc
     wanted = settings.topics.all()
-    result = {name: "exists" for name in wanted if name in existing}
+    result = {
+        name: _existing_state(settings, name, len(existing[name].partitions), parts)
+        for name, parts in wanted.items()
+        if name in existing
+    }
     new = [
         NewTopic(name, num_partitions=parts, replication_factor=settings.topics.replication_factor)
         for name, parts in wanted.items()
@@ -270,6 +276,30 @@ def create_topics(settings: Settings, *, timeout: float = 30.0) -> dict[str, str
             else:
                 raise StreamrecError(f"cannot create topic {name}: {exc}") from exc
     return result
+
+
+def _existing_state(settings: Settings, name: str, actual: int, wanted: int) -> str:
+    """``exists``, or, when the topic has another partition count than the settings give it
+    (it was created by hand or by an older configuration), which count, with a warning: the
+    topic is left as it is (adding partitions moves keys, and so sessions, to others)."""
+    if actual == wanted:
+        return "exists"
+    setting = "PARTITIONS" if name == settings.topics.events else "OUTPUT_PARTITIONS"
+    consequence = (
+        f"at most {actual} consumer(s) of a group get records from it"
+        if actual < wanted
+        else "more consumers can share it than the settings plan for"
+    )
+    log.warning(
+        "topic %s exists with %d partition(s), not the %d of STREAMREC_TOPICS__%s; "
+        "left as it is: %s",
+        name,
+        actual,
+        wanted,
+        setting,
+        consequence,
+    )
+    return f"exists with {actual} partition(s), not {wanted} (STREAMREC_TOPICS__{setting})"
 
 
 def topic_counts(settings: Settings, topics: list[str], *, timeout: float = 10.0) -> dict[str, int]:
