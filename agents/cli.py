@@ -34,6 +34,23 @@ def _logging(verbose: bool) -> None:
     )
 
 
+def _serve_metrics() -> None:
+    """/metrics of the agent on metrics_port + its offset; a bad setting or a taken port is a
+    one-line error (exit 2) before Ray starts."""
+    from streamrec import metrics
+    from streamrec.config import get_settings
+    from streamrec.errors import ConfigError, PortInUseError
+
+    try:
+        settings = get_settings()
+        if settings.metrics_port:
+            port = settings.metrics_port + metrics.PROCESS_PORT_OFFSETS["agent"]
+            metrics.serve(port, settings.metrics_host)
+    except (ConfigError, PortInUseError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
 def _env_config(sim_dir: Path, mode: str, synthetic: bool) -> dict[str, object]:
     if synthetic:
         return {"synthetic": True, "mode": mode}
@@ -110,10 +127,15 @@ def train(
     synthetic: Annotated[bool, typer.Option(help="Tiny synthetic world (smoke runs).")] = False,
     verbose: bool = True,
 ) -> None:
-    """Train a policy with RLlib and export it for serving."""
+    """Train a policy with RLlib and export it for serving.
+
+    Serves ``/metrics`` (``streamrec_agent_*``: iterations, episode return, policy loss) on
+    ``STREAMREC_METRICS_PORT`` + 3 while it trains; ``STREAMREC_METRICS_PORT=0`` turns it off.
+    """
     from agents.config import RLSettings
 
     _logging(verbose)
+    _serve_metrics()
     settings = RLSettings(
         env_config=_env_config(sim_dir, mode, synthetic),
         lr=lr,

@@ -317,7 +317,7 @@ def train_offline(
     """
     from agents.policy import export_policy
     from agents.rl_module import scorer_from_weights
-    from agents.train import item_table
+    from agents.train import item_table, report_iteration
 
     init_ray(ray_address)
     spaces = policy_spaces(logged_by.n_slots) if logged_by is not None else None
@@ -336,6 +336,7 @@ def train_offline(
                 "seconds": time.monotonic() - started,
             }
             history.append(row)
+            report_iteration(algorithm, row)
             logger.info("%s iter %d policy loss %.4f", algorithm, iteration, row["policy_loss"])
         if out_dir is not None:
             if algo.learner_group is None:

@@ -1,7 +1,8 @@
 """Online training with RLlib (PPO) and the export of the trained policy for serving.
 
 :func:`train_ppo` builds the algorithm from :func:`agents.config.ppo_config`, trains for a number
-of iterations (or a time budget), logs ``episode_return_mean`` per iteration, saves an RLlib
+of iterations (or a time budget), logs ``episode_return_mean`` per iteration (and reports it,
+with the policy loss, as ``streamrec_agent_*`` metrics), saves an RLlib
 checkpoint and exports the plain-torch policy (``agents/policy.py``) with the simulator's item
 table, so serving needs neither Ray nor the simulator.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,8 +23,9 @@ from agents.config import RLSettings, init_ray, ppo_config
 from agents.envs import SessionEnv, make_env
 from agents.policy import ItemTable, export_policy
 from agents.rl_module import scorer_of
+from streamrec import metrics
 
-__all__ = ["TrainOutcome", "item_table", "train_ppo"]
+__all__ = ["TrainOutcome", "item_table", "report_iteration", "train_ppo"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +50,19 @@ def item_table(env: SessionEnv) -> ItemTable:
     )
 
 
+def report_iteration(algorithm: str, row: dict[str, float]) -> None:
+    """One training iteration into the agent's Prometheus metrics (``streamrec_agent_*``);
+    a value the iteration did not give (NaN, e.g. no episode finished yet) leaves its gauge."""
+    for gauge, name in (
+        (metrics.AGENT_EPISODE_RETURN_MEAN, "episode_return_mean"),
+        (metrics.AGENT_POLICY_LOSS, "policy_loss"),
+    ):
+        value = row.get(name, float("nan"))
+        if math.isfinite(value):
+            gauge.labels(algorithm).set(value)
+    metrics.AGENT_TRAIN_ITERATIONS.labels(algorithm).inc()  # last: a scrape seeing n has n's
+
+
 def _metric(result: dict[str, Any], name: str) -> float:
     value = result.get("env_runners", {}).get(name, float("nan"))
     return float(value) if value is not None else float("nan")
@@ -68,13 +84,16 @@ def train_ppo(
     try:
         for iteration in range(1, iterations + 1):
             result = algo.train()
+            learner = result.get("learners", {}).get("default_policy", {})
             row = {
                 "iteration": float(iteration),
                 "episode_return_mean": _metric(result, "episode_return_mean"),
                 "episode_len_mean": _metric(result, "episode_len_mean"),
+                "policy_loss": float(learner.get("policy_loss", float("nan"))),
                 "seconds": time.monotonic() - started,
             }
             history.append(row)
+            report_iteration("ppo", row)
             logger.info(
                 "iter %d return %.3f len %.2f (%.0fs)",
                 iteration,

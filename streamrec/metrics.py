@@ -37,6 +37,9 @@ from prometheus_client.metrics import MetricWrapperBase
 from streamrec.errors import PortInUseError
 
 __all__ = [
+    "AGENT_EPISODE_RETURN_MEAN",
+    "AGENT_POLICY_LOSS",
+    "AGENT_TRAIN_ITERATIONS",
     "ALL",
     "BATCH_SIZE",
     "CONSUMER_LAG",
@@ -248,6 +251,24 @@ POLICY_REWARD_MEAN = Gauge(
     "streamrec_policy_reward_mean",
     "Mean reward per recommendation over the policy's recent window, by policy.",
     ["policy"],
+    multiprocess_mode="livemostrecent",
+)
+
+AGENT_TRAIN_ITERATIONS = Counter(
+    "streamrec_agent_train_iterations",
+    "Training iterations done by `streamrec agent train`, by algorithm.",
+    ["algorithm"],
+)
+AGENT_EPISODE_RETURN_MEAN = Gauge(
+    "streamrec_agent_episode_return_mean",
+    "Mean simulator episode return of the last online training iteration (PPO), by algorithm.",
+    ["algorithm"],
+    multiprocess_mode="livemostrecent",
+)
+AGENT_POLICY_LOSS = Gauge(
+    "streamrec_agent_policy_loss",
+    "Policy loss of the last training iteration, by algorithm.",
+    ["algorithm"],
     multiprocess_mode="livemostrecent",
 )
 
