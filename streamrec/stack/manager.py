@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from streamrec.config import Settings
+from streamrec.errors import StackError
 from streamrec.stack.kafka import KafkaComponent
 from streamrec.stack.process import ManagedProcess, tail
 from streamrec.stack.prometheus import PrometheusComponent
@@ -72,9 +73,16 @@ class Stack:
                     comp.start()
                     started.append(comp)
                 comp.wait_ready(timeout)
-        except BaseException:
+        except BaseException as exc:
             for comp in reversed(started):
                 comp.process.stop()
+            if isinstance(exc, OSError):
+                # A config, data or log file the stack writes: name it instead of a traceback.
+                where = exc.filename or self.settings.home
+                raise StackError(
+                    f"cannot write the local stack's files at {where} ({exc.strerror or exc}); "
+                    f"STREAMREC_HOME ({self.settings.home}) must be a writable directory"
+                ) from exc
             raise
         return self.status()
 

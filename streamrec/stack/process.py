@@ -138,8 +138,22 @@ class ManagedProcess:
             **(extra or {}),
         }
         tmp = self._record_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=2))
-        os.replace(tmp, self._record_path)
+        try:
+            tmp.write_text(json.dumps(record, indent=2))
+            os.replace(tmp, self._record_path)
+        except OSError as exc:
+            # Without its record the child could never be stopped by `stack down` (nor found
+            # by the next `stack up`): stop it now rather than leave an orphan on the port.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise StackError(
+                f"{self.name}: cannot record the started process in {self._record_path} "
+                f"({exc.strerror or exc}); the process was stopped. Free space or fix the "
+                f"permissions of {self.run_dir}"
+            ) from exc
         log.info("started %s pid=%d", self.name, proc.pid)
         return proc.pid
 

@@ -45,18 +45,33 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import (
+    AuthenticationError,
+    MaxConnectionsError,
+    NoPermissionError,
+    NoScriptError,
+    RedisError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MaxConnectionsError, NoScriptError, RedisError
 
 from streamrec import metrics
 from streamrec.config import RedisSettings
-from streamrec.errors import StateError
+from streamrec.errors import ConfigError, StateError
 from streamrec.state.keys import Keys, shown_scope
 
-__all__ = ["FLUSH_AFTER_S", "POPULARITY_WEIGHTS", "Applied", "Page", "Shown", "StateStore"]
+__all__ = [
+    "FLUSH_AFTER_S",
+    "POPULARITY_WEIGHTS",
+    "Applied",
+    "Page",
+    "Shown",
+    "StateStore",
+    "redis_address",
+]
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +230,21 @@ return results
 """
 
 
+def redis_address(url: str) -> str:
+    """``host:port/db`` (or the socket path) of a Redis URL, without user or password."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        port = None
+    host = parts.hostname or "localhost"
+    host = f"[{host}]" if ":" in host else host
+    db = parts.path.strip("/")
+    return f"{host}:{port}" + (f"/{db}" if db else "") if port else host
+
+
 def _script(settings: RedisSettings, instance: str) -> str:
     return _APPLY.format(
         instance=instance,
@@ -368,6 +398,8 @@ class StateStore:
     def __init__(self, client: aioredis.Redis, settings: RedisSettings) -> None:
         self.client = client
         self.settings = settings
+        #: Where Redis is, for messages (the URL without its credentials).
+        self.address = redis_address(settings.url)
         self.keys = Keys(settings.key_prefix)
         #: Marks the events this process applied (``1:<instance>``) until they are confirmed.
         self.instance = uuid.uuid4().hex[:16]
@@ -410,6 +442,27 @@ class StateStore:
             return bool(await self.client.ping())
         except RedisError:
             return False
+
+    async def check_access(self) -> str | None:
+        """Ask Redis once: None if it answers, else why not (it may come later).
+
+        Raises:
+            ConfigError: Redis answered but refuses these credentials (a wrong password or
+                user, no password where one is needed, an ACL without the commands used):
+                retrying cannot help.
+        """
+        try:
+            await self.client.ping()
+            await self.client.script_load(self._script)  # EVALSHA and SCRIPT, as writes do
+        except (AuthenticationError, NoPermissionError) as exc:
+            raise ConfigError(
+                f"Redis {self.address} refused streamrec: {str(exc).rstrip('.')}. Check the "
+                "user and password in STREAMREC_REDIS__URL (redis://user:password@host:port/db) "
+                "and the user's ACL (it needs EVALSHA, SCRIPT LOAD and the read commands)"
+            ) from exc
+        except RedisError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None
 
     async def _evalsha(self, script: str, numkeys: int, *args: Any) -> Any:
         """Run ``script`` by its digest: loaded on first use, and again when Redis lost it
@@ -507,7 +560,7 @@ class StateStore:
                 )
             except RedisError as exc:
                 self._deferred = carried.then(self._deferred)
-                raise StateError(f"{what} failed: {exc}") from exc
+                raise StateError(f"{what} failed on Redis {self.address}: {exc}") from exc
             except BaseException:  # cancelled mid-call: the writes may not have been made
                 self._deferred = carried.then(self._deferred)
                 raise
@@ -647,7 +700,7 @@ class StateStore:
                 pipe.lrange(key, 0, -1)
             replies = await pipe.execute()
         except RedisError as exc:
-            raise StateError(f"reading history failed: {exc}") from exc
+            raise StateError(f"reading history failed on Redis {self.address}: {exc}") from exc
         metrics.REDIS_SECONDS.labels("history").observe(time.perf_counter() - started)
         items = [str(entry) for entry in reversed(replies[0])] if user_id else []
         if session_id:  # session entries are "item<TAB>type<TAB>ts", newest first
@@ -677,7 +730,7 @@ class StateStore:
         try:
             replies = await pipe.execute()
         except RedisError as exc:
-            raise StateError(f"reading popularity failed: {exc}") from exc
+            raise StateError(f"reading popularity failed on Redis {self.address}: {exc}") from exc
         metrics.REDIS_SECONDS.labels("popular").observe(time.perf_counter() - started)
         return {
             ctx: [(item, float(score)) for item, score in rows]
@@ -711,7 +764,9 @@ class StateStore:
                     doomed.append(keys.shown(session))  # the layout before shown_scope
             deleted = int(await self.client.delete(*doomed))
         except RedisError as exc:
-            raise StateError(f"forgetting user {user_id!r} failed: {exc}") from exc
+            raise StateError(
+                f"forgetting user {user_id!r} failed on Redis {self.address}: {exc}"
+            ) from exc
         return {
             "keys_deleted": deleted,
             "sessions": len(sessions),

@@ -30,10 +30,11 @@ import time
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 from faust.types import EventT
+from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from tenacity import (
@@ -48,7 +49,7 @@ from streamrec import metrics
 from streamrec.client import BatchProducer, OutputBatch
 from streamrec.config import Settings
 from streamrec.deadletter import DeadLetter
-from streamrec.errors import InvalidEvent, StateError
+from streamrec.errors import ConfigError, InvalidEvent, StateError
 from streamrec.events import decode_event, encode
 from streamrec.serving.ranker import Ranker
 from streamrec.serving.service import Recommender
@@ -142,6 +143,17 @@ def build_app(settings: Settings, ranker: Ranker) -> faust.App:
     @app.task
     async def _open_state() -> None:
         state = StateStore.from_settings(settings.redis)
+        try:
+            unreachable = await state.check_access()
+        except ConfigError as exc:
+            _stop(EXIT_CONFIG, "the worker stops (exit %d): %s", EXIT_CONFIG, exc)
+        if unreachable:
+            log.warning(
+                "Redis %s is not reachable yet (%s); batches wait for it "
+                "(STREAMREC_STREAM__STATE_RETRY_S)",
+                state.address,
+                unreachable,
+            )
         holder["state"] = state
         holder["out"] = BatchProducer(settings)
         recommender = Recommender(state, ranker, popular_refresh_s=stream.popular_refresh_s)
@@ -195,6 +207,18 @@ def build_app(settings: Settings, ranker: Ranker) -> faust.App:
 
 #: Exit code of a worker stopped by a batch it could not finish.
 EXIT_BATCH_FAILED = 70  # EX_SOFTWARE
+#: Exit code of a worker whose Redis refuses its credentials (nothing was read).
+EXIT_CONFIG = 78  # EX_CONFIG
+
+
+def _stop(code: int, message: str, *args: Any, exc_info: BaseException | None = None) -> NoReturn:
+    """Log, flush and leave the process now: faust would otherwise restart the agent, or
+    log the error and keep the worker running with nothing to do."""
+    log.critical(message, *args, exc_info=exc_info)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 def _stop_on_failure(future: asyncio.Future[Any]) -> None:
@@ -206,15 +230,12 @@ def _stop_on_failure(future: asyncio.Future[Any]) -> None:
     delivered, and state is idempotent (``tests/integration/test_worker_crash.py``)."""
     if future.cancelled() or future.exception() is None:
         return
-    log.critical(
+    _stop(
+        EXIT_BATCH_FAILED,
         "batch failed; the worker stops (exit %d) and its events are read again on restart",
         EXIT_BATCH_FAILED,
         exc_info=future.exception(),
     )
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    os._exit(EXIT_BATCH_FAILED)
 
 
 def tune_gc(thresholds: tuple[int, int, int] | None, *, freeze: bool) -> None:
@@ -340,6 +361,8 @@ def _unreachable(error: BaseException | None) -> bool:
     """Redis could not be reached (connection refused or lost, timed out), as opposed to
     Redis answering with an error."""
     cause = error.__cause__ if error is not None else None
+    if isinstance(cause, AuthenticationError):  # a ConnectionError to redis-py, but Redis answered
+        return False
     return isinstance(cause, RedisConnectionError | RedisTimeoutError | OSError)
 
 

@@ -140,3 +140,48 @@ def test_a_worker_waiting_for_redis_stops_on_sigterm_and_its_batch_is_read_again
         assert _applied(client, keys) == 20
     finally:
         server.process.stop()
+
+
+def test_a_redis_that_refuses_the_password_stops_the_worker_at_start_naming_redis(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    settings, server = _own_redis(stack_settings, tmp_path)
+    port = settings.stack.redis_port
+    client = redis.Redis.from_url(settings.redis.url)
+    client.config_set("requirepass", "right-secret")
+    try:
+        for url in (
+            f"redis://:wrong-secret@127.0.0.1:{port}/0",  # WRONGPASS
+            f"redis://127.0.0.1:{port}/0",  # NOAUTH
+        ):
+            wrong = settings.model_copy(
+                update={
+                    "redis": settings.redis.model_copy(update={"url": url}),
+                    # a group of its own: a new member of the last one waits out the stopped one
+                    "stream": settings.stream.model_copy(update={"app_id": f"refused-{len(url)}"}),
+                }
+            )
+            log_path = tmp_path / f"refused-{len(url)}.log"
+            with worker_process(wrong, log_path) as proc:
+                # it stops at once, not after minutes of retries that never name Redis
+                proc.wait(60)
+                assert proc.returncode == 78  # EXIT_CONFIG
+            text = log_path.read_text()
+            assert f"Redis 127.0.0.1:{port}/0 refused streamrec" in text, text[-3000:]
+            assert "STREAMREC_REDIS__URL" in text
+            assert "wrong-secret" not in text
+            assert "ready: ranker" not in text
+        right = settings.model_copy(
+            update={
+                "redis": settings.redis.model_copy(
+                    update={"url": f"redis://:right-secret@127.0.0.1:{port}/0"}
+                )
+            }
+        )
+        authed = redis.Redis.from_url(right.redis.url)
+        keys = Keys(settings.redis.key_prefix)
+        with worker_process(right, tmp_path / "right.log"):
+            _send(right, _events("authed", 5))
+            wait_for(lambda: _events_counted(authed, keys) == 5, timeout=90)
+    finally:
+        server.process.stop()

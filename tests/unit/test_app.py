@@ -58,8 +58,8 @@ def test_the_worker_consumer_fetches_with_the_configured_batching(tmp_path: Path
 def test_redis_unreachable_is_retried_until_it_is_back_and_an_error_it_answers_for_minutes() -> (
     None
 ):
+    from redis.exceptions import AuthenticationError, ResponseError
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import ResponseError
 
     from streamrec.errors import StateError
     from streamrec.stream.app import _unreachable
@@ -72,3 +72,5 @@ def test_redis_unreachable_is_retried_until_it_is_back_and_an_error_it_answers_f
 
     assert _unreachable(wrapped(RedisConnectionError("refused")))
     assert not _unreachable(wrapped(ResponseError("READONLY You can't write against a replica")))
+    # a ConnectionError subclass to redis-py, but Redis answered: it does not come back by waiting
+    assert not _unreachable(wrapped(AuthenticationError("WRONGPASS invalid username-password")))

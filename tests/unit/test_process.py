@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streamrec.errors import PortInUseError
+from streamrec.errors import PortInUseError, StackError
 from streamrec.stack.process import ManagedProcess, free_port, port_is_free
 
 
@@ -43,3 +43,44 @@ def test_port_in_use_is_refused_with_the_port_in_the_message(tmp_path: Path) -> 
         with pytest.raises(PortInUseError, match=str(port)):
             proc.start([sys.executable, "-c", "pass"], ports=[port])
     assert port_is_free(free_port())
+
+
+def test_a_start_it_cannot_record_stops_the_child_and_says_where(tmp_path: Path) -> None:
+    import uuid
+
+    proc = ManagedProcess("unrecorded", tmp_path / "run", tmp_path / "unrecorded.log")
+    (tmp_path / "run" / "unrecorded.tmp").mkdir(parents=True)  # the record cannot be written
+    token = uuid.uuid4().hex
+    with pytest.raises(StackError, match="cannot record the started process") as raised:
+        proc.start([sys.executable, "-c", "import time; time.sleep(60)", token])
+    assert str(tmp_path / "run") in str(raised.value)
+    # nothing is left running that `stack down` could never find
+    alive = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if token.encode() in cmdline.read_bytes():
+                alive.append(cmdline.parent.name)
+        except OSError:
+            continue
+    assert alive == []
+    assert not proc.running()
+
+
+def test_stack_up_on_a_home_it_cannot_write_is_one_line_naming_the_place(tmp_path: Path) -> None:
+    import subprocess
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = {**__import__("os").environ, "STREAMREC_HOME": str(blocker / "home")}
+    done = subprocess.run(
+        [sys.executable, "-m", "streamrec", "stack", "up"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr + done.stdout
+    assert f"STREAMREC_HOME ({blocker / 'home'}) must be a writable directory" in " ".join(
+        (done.stderr + done.stdout).split()
+    )

@@ -69,3 +69,19 @@ async def test_a_redis_that_refuses_connections_is_not_an_exhausted_pool() -> No
         assert not isinstance(cause, MaxConnectionsError)
     finally:
         await store.client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("url", "address"),
+    [
+        ("redis://127.0.0.1:6379/0", "127.0.0.1:6379/0"),
+        ("redis://:s3cret@cache.internal:6380/2", "cache.internal:6380/2"),
+        ("rediss://app:s3cret@[::1]/", "[::1]:6379"),
+        ("unix:///run/redis.sock?db=1", "/run/redis.sock"),
+    ],
+)
+def test_redis_is_named_by_its_address_never_its_credentials(url: str, address: str) -> None:
+    from streamrec.state.store import redis_address
+
+    assert redis_address(url) == address
+    assert "s3cret" not in StateStore.from_settings(RedisSettings(url=url)).address
