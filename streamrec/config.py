@@ -425,7 +425,15 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=_default_home, description="Root of state, cache, logs.")
     data_dir: Path | None = Field(None, description="Datasets and models (default: home/data).")
     cache_dir: Path | None = Field(None, description="Downloaded jars (default: home/cache).")
-    metrics_port: int = Field(9108, ge=0, le=65535, description="Prometheus /metrics port.")
+    metrics_port: int = Field(
+        9108,
+        ge=0,
+        # each process serves on metrics_port + its offset (worker 0, api 1, finetune 2,
+        # agent 3, a second bench worker 4: metrics.PROCESS_PORT_OFFSETS)
+        le=65535 - 4,
+        description="Prometheus /metrics port of the worker; the API, fine-tuner and agent "
+        "serve on the next ports (+1, +2, +3); 0 turns /metrics off.",
+    )
     metrics_host: str = Field(
         "127.0.0.1", description="Bind address of /metrics (0.0.0.0 inside containers)."
     )

@@ -147,6 +147,14 @@ SchemaVersion = Annotated[
 _KINDS: dict[type, str] = {dict: "an object", list: "an array"}
 
 
+def _not_bool(value: Any) -> Any:
+    """A number field refuses true/false: pydantic would read them as 1 and 0 (bool is an
+    int), and the schema's "number" excludes them."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, not {str(value).lower()}")
+    return value
+
+
 def _context_value(value: Any) -> Any:
     """An extra context value: a JSON scalar, kept as given."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -196,6 +204,8 @@ class EventContext(BaseModel):
     )
     position: int | None = Field(None, ge=0, description="Position of the item in that list.")
 
+    _position_not_bool = field_validator("position", mode="before")(_not_bool)
+
 
 class _EventBase(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -244,16 +254,19 @@ class ClickEvent(_EventBase):
 class AddToCartEvent(_EventBase):
     type: Literal[EventType.ADD_TO_CART] = EventType.ADD_TO_CART
     value: float | None = Field(None, ge=0, allow_inf_nan=False, description="Quantity or price.")
+    _value_not_bool = field_validator("value", mode="before")(_not_bool)
 
 
 class PurchaseEvent(_EventBase):
     type: Literal[EventType.PURCHASE] = EventType.PURCHASE
     value: float | None = Field(None, ge=0, allow_inf_nan=False, description="Price paid.")
+    _value_not_bool = field_validator("value", mode="before")(_not_bool)
 
 
 class RatingEvent(_EventBase):
     type: Literal[EventType.RATING] = EventType.RATING
     value: float = Field(allow_inf_nan=False, description="The rating given.")
+    _value_not_bool = field_validator("value", mode="before")(_not_bool)
 
 
 Event = Annotated[

@@ -56,5 +56,8 @@ MALFORMED: list[tuple[str, bytes | None, str]] = [
     ("unexpected_field", _with(price_cents=12), "unexpected_field"),
     ("rating_without_value", _with(type="rating"), "missing_field"),
     ("negative_purchase", _with(type="purchase", value=-5), "invalid_field"),
+    # true/false are not numbers (pydantic reads them as 1 and 0; the schema says number)
+    ("boolean_rating", _with(type="rating", value=True), "invalid_field"),
+    ("boolean_position", _with(context={"rec_id": "r1", "position": False}), "invalid_field"),
     ("context_not_object", _with(context="mobile"), "invalid_field"),
 ]

@@ -275,3 +275,12 @@ def test_the_project_sets_only_known_streamrec_variables() -> None:
     found.pop("STREAMREC_STREM__BATCH_SIZE")  # the README's example of a misspelt name
     unknown = {name: str(path) for name, path in found.items() if unknown_variable(name)}
     assert not unknown
+
+
+def test_every_process_metrics_port_is_a_port() -> None:
+    from streamrec.metrics import PROCESS_PORT_OFFSETS
+
+    top = 65535 - max(PROCESS_PORT_OFFSETS.values())
+    assert Settings(metrics_port=top).metrics_port == top
+    with pytest.raises(ValidationError, match="metrics_port"):
+        Settings(metrics_port=top + 1)  # the agent's +3 would be past 65535
