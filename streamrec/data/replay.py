@@ -1,8 +1,11 @@
 """Replay an interaction log into Kafka as streamrec events, in event-time order.
 
 Sessions: a user's interactions are cut into pseudo-sessions wherever two consecutive events are
-more than ``session_gap_s`` apart (30 minutes by default); ``session_id`` is ``<user>:<n>``
-(``<digest of user>:<n>`` when that would be longer than an id may be).
+more than ``session_gap_s`` apart (30 minutes by default); ``session_id`` is
+``<user>:<epoch seconds of the session's first event>`` (``<digest of user>:<...>`` when that
+would be longer than an id may be). It depends only on the user's own events around it, so
+two logs of one user (``day1``, ``day2``) replayed one after the other do not share sessions,
+and rows added to a log elsewhere leave it as it was.
 Event ids are deterministic: ``<source>:<digest>``, the digest of the row's user, item, time,
 type and value and of its place among identical rows. Replaying a log again re-sends the same
 ids, and the worker's idempotency makes the second pass a no-op; rows added to a log (even
@@ -41,21 +44,20 @@ def assign_sessions(frame: pd.DataFrame, gap_s: int = 1800) -> pd.Series:
     gap = np.zeros(len(order), dtype=bool)
     gap[1:] = (stamps[1:] - stamps[:-1]) > gap_s
     starts = new_user | gap
-    # Session ordinal within each user: cumulative starts minus the count before the user began.
-    cumulative: np.ndarray = np.cumsum(starts)
-    user_base: np.ndarray = np.maximum.accumulate(np.where(new_user, cumulative, 0))
-    ordinal: list[int] = (cumulative - user_base).tolist()
+    # Each row takes the time of its session's first event: the index of the last start so far.
+    first = np.maximum.accumulate(np.where(starts, np.arange(len(order)), 0))
+    began: list[int] = stamps[first].astype("int64").tolist()
     sessions = pd.Series(
-        [_session_id(user, n) for user, n in zip(users, ordinal, strict=True)], index=order
+        [_session_id(user, at) for user, at in zip(users, began, strict=True)], index=order
     )
     return sessions.reindex(frame.index)
 
 
-def _session_id(user: str, n: int) -> str:
-    session = f"{user}:{n}"
+def _session_id(user: str, began: int) -> str:
+    session = f"{user}:{began}"
     if len(session) <= ID_MAX_LENGTH:
         return session
-    return f"{hashlib.blake2b(user.encode(), digest_size=16).hexdigest()}:{n}"
+    return f"{hashlib.blake2b(user.encode(), digest_size=16).hexdigest()}:{began}"
 
 
 def iter_events(

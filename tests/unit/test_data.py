@@ -104,7 +104,26 @@ def test_sessions_cut_at_gaps_per_user() -> None:
             "value": float("nan"),
         }
     )
-    assert list(assign_sessions(frame, gap_s=1800)) == ["a:0", "b:0", "a:0", "a:1", "b:1"]
+    assert list(assign_sessions(frame, gap_s=1800)) == ["a:0", "b:10", "a:0", "a:1901", "b:5000"]
+
+
+def test_a_session_id_does_not_depend_on_other_logs_or_rows() -> None:
+    def frame(stamps: list[int]) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "user_id": "u",
+                "item_id": [f"i{n}" for n in range(len(stamps))],
+                "timestamp": stamps,
+                "type": "view",
+                "value": float("nan"),
+            }
+        )
+
+    day1 = assign_sessions(frame([0, 60]))
+    day2 = assign_sessions(frame([86_400, 86_460]))
+    assert set(day1).isdisjoint(day2)  # the second day's first session is not the first day's
+    both = assign_sessions(frame([0, 60, 86_400, 86_460]))
+    assert list(both) == [*day1, *day2]  # and a log of both days says the same
 
 
 def test_replayed_payloads_are_valid_events_with_deterministic_ids() -> None:
@@ -237,7 +256,7 @@ def test_rows_without_ids_or_times_are_dropped_with_a_warning(
 
 
 def test_replay_keeps_long_user_ids_valid_and_refuses_bad_ids_up_front() -> None:
-    long_user = "u" * 255  # the contract's limit is 256: "<user>:<n>" would not fit
+    long_user = "u" * 255  # the contract's limit is 256: "<user>:<start>" would not fit
     frame = pd.DataFrame(
         {
             "user_id": [long_user, long_user, "short"],
@@ -250,7 +269,7 @@ def test_replay_keeps_long_user_ids_valid_and_refuses_bad_ids_up_front() -> None
     payloads = list(iter_events(frame, source="log"))
     events = [parse_event(payload) for payload in payloads]  # every one valid
     sessions = [event.session_id for event in events]
-    assert sessions[2] == "short:0"
+    assert sessions[2] == "short:5"
     assert sessions[0] != sessions[1]  # the 30-minute gap still starts a new session
     assert sessions[0].rsplit(":", 1)[0] == sessions[1].rsplit(":", 1)[0]
     assert all(len(session) <= 256 for session in sessions)
