@@ -17,6 +17,8 @@ key                               type    holds                                 
 ``{p}:v1:pop``                    zset    item -> log2 decayed popularity       none
 ``{p}:v1:pop:h:{hour}``           zset    same, events in that UTC hour         none
 ``{p}:v1:pop:d:{device}``         zset    same, events from that device         none
+``{p}:v1:probe``                  --      never written: deleted by the start-up
+                                          check that streamrec may write keys
 ================================  ======  ====================================  =========
 
 Popularity with exponential time decay in one sorted set: for half-life ``H`` the score kept is
@@ -77,6 +79,9 @@ class Keys:
         if device is not None:
             return f"{self._base}:pop:d:{device}"
         return f"{self._base}:pop"
+
+    def probe(self) -> str:
+        return f"{self._base}:probe"
 
     def all_pattern(self) -> str:
         return f"{self._base}:*"

@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -55,6 +56,7 @@ from redis.exceptions import (
     NoPermissionError,
     NoScriptError,
     RedisError,
+    ResponseError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -227,6 +229,17 @@ for index, key in pairs(reads) do
   results[index][2] = redis.call('LRANGE', key, 0, -1)
 end
 return results
+"""
+
+
+# ACL refusals Redis answers as plain errors (no NOPERM class on every version).
+_REFUSED = re.compile(r"NOPERM|no permissions|can't access", re.IGNORECASE)
+
+# What the start-up check runs (StateStore.check_access): a read and a write under the prefix.
+_ACCESS_CHECK = """
+redis.call('ZCARD', ARGV[1])
+redis.call('DEL', ARGV[2])
+return 1
 """
 
 
@@ -453,13 +466,25 @@ class StateStore:
         """
         try:
             await self.client.ping()
-            await self.client.script_load(self._script)  # EVALSHA and SCRIPT, as writes do
+            # the commands and keys state writes use: a script by its digest (SCRIPT LOAD,
+            # EVALSHA) that reads and writes under the key prefix (an unused key, no data)
+            await self._evalsha(_ACCESS_CHECK, 0, self.keys.popularity(), self.keys.probe())
         except (AuthenticationError, NoPermissionError) as exc:
             raise ConfigError(
-                f"Redis {self.address} refused streamrec: {str(exc).rstrip('.')}. Check the "
+                f"Redis {self.address} refused streamrec: {str(exc).rstrip('. ')}. Check the "
                 "user and password in STREAMREC_REDIS__URL (redis://user:password@host:port/db) "
-                "and the user's ACL (it needs EVALSHA, SCRIPT LOAD and the read commands)"
+                "and the user's ACL: it needs SCRIPT LOAD, EVALSHA and the read commands, and "
+                f"keys {self.settings.key_prefix}:*"
             ) from exc
+        except ResponseError as exc:
+            # a key the ACL refuses inside a script is a plain error reply (Redis 7.0)
+            if _REFUSED.search(str(exc)):
+                raise ConfigError(
+                    f"Redis {self.address} refused streamrec: {str(exc).rstrip('. ')}. The "
+                    f"user in STREAMREC_REDIS__URL needs keys {self.settings.key_prefix}:* "
+                    "(read and write)"
+                ) from exc
+            return f"{type(exc).__name__}: {exc}"
         except RedisError as exc:
             return f"{type(exc).__name__}: {exc}"
         return None

@@ -143,10 +143,7 @@ def build_app(settings: Settings, ranker: Ranker) -> faust.App:
     @app.task
     async def _open_state() -> None:
         state = StateStore.from_settings(settings.redis)
-        try:
-            unreachable = await state.check_access()
-        except ConfigError as exc:
-            _stop(EXIT_CONFIG, "the worker stops (exit %d): %s", EXIT_CONFIG, exc)
+        unreachable = await _check_redis(state)
         if unreachable:
             log.warning(
                 "Redis %s is not reachable yet (%s); batches wait for it "
@@ -154,6 +151,8 @@ def build_app(settings: Settings, ranker: Ranker) -> faust.App:
                 state.address,
                 unreachable,
             )
+            # and its answer, once it comes, is checked too (it may refuse the credentials)
+            holder["check"] = asyncio.ensure_future(_check_redis_until_it_answers(state))
         holder["state"] = state
         holder["out"] = BatchProducer(settings)
         recommender = Recommender(state, ranker, popular_refresh_s=stream.popular_refresh_s)
@@ -209,6 +208,20 @@ def build_app(settings: Settings, ranker: Ranker) -> faust.App:
 EXIT_BATCH_FAILED = 70  # EX_SOFTWARE
 #: Exit code of a worker whose Redis refuses its credentials (nothing was read).
 EXIT_CONFIG = 78  # EX_CONFIG
+
+
+async def _check_redis(state: StateStore) -> str | None:
+    """:meth:`StateStore.check_access`; a refusal stops the worker (exit 78)."""
+    try:
+        return await state.check_access()
+    except ConfigError as exc:
+        _stop(EXIT_CONFIG, "the worker stops (exit %d): %s", EXIT_CONFIG, exc)
+
+
+async def _check_redis_until_it_answers(state: StateStore, every_s: float = 2.0) -> None:
+    while await _check_redis(state) is not None:
+        await asyncio.sleep(every_s)
+    log.info("Redis %s answers", state.address)
 
 
 def _stop(code: int, message: str, *args: Any, exc_info: BaseException | None = None) -> NoReturn:

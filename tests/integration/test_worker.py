@@ -179,6 +179,42 @@ def test_malformed_events_are_dead_lettered_and_the_worker_keeps_going(
     assert all(parse_headers(m.headers())["consumer"] == settings.stream.app_id for m in letters)
 
 
+def test_a_record_near_the_broker_limit_in_key_and_headers_is_dead_lettered_and_passed(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    """Any client may send a record the broker takes (~1 MiB) whose key and headers are big:
+    its letter must still fit the worker's producer, or the worker stops on it at every start."""
+    from confluent_kafka import Producer
+
+    settings = stack_settings
+    client = redis.Redis.from_url(settings.redis.url)
+    keys = Keys(settings.redis.key_prefix)
+    producer = Producer({**settings.kafka.librdkafka(), "message.max.bytes": 2_000_000})
+    headers = [(f"h{n}", b"x" * 2_000) for n in range(40)]  # 80 kB
+    producer.produce(
+        settings.topics.events,
+        value=b"v" * 460_000,  # not JSON: a letter
+        key=b"k" * 480_000,
+        headers=headers,
+        partition=0,
+    )
+    behind = {**GOOD, "event_id": "behind-the-big-one"}
+    producer.produce(settings.topics.events, value=json.dumps(behind).encode(), partition=0)
+    assert producer.flush(30) == 0
+    with worker_process(settings, tmp_path / "worker.log") as proc:
+        letters = drain(settings, settings.topics.dead_letters, 1, timeout=90)
+        wait_for(lambda: _dedup_count(client, keys) == 1, timeout=90)
+        assert proc.poll() is None, "worker died"
+    (letter,) = letters
+    meta = parse_headers(letter.headers())
+    assert meta["reason"] == "oversize", meta
+    assert meta["key_bytes"] == "480000" and len(letter.key()) == 64 * 1024
+    kept = [name for name, _ in letter.headers() if not name.startswith("streamrec.dlq.")]
+    assert kept == [f"h{n}" for n in range(len(kept))]
+    assert int(meta["headers_cut"]) == 40 - len(kept) > 0
+    assert len(letter) < 1_000_000
+
+
 def test_two_workers_share_the_partitions_and_apply_every_event_once(
     stack_settings: Settings, tmp_path: Path
 ) -> None:

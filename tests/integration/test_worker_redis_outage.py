@@ -185,3 +185,81 @@ def test_a_redis_that_refuses_the_password_stops_the_worker_at_start_naming_redi
             wait_for(lambda: _events_counted(authed, keys) == 5, timeout=90)
     finally:
         server.process.stop()
+
+
+def _refused_at_start(settings: Settings, url: str, log_path: Path) -> str:
+    """Run a worker on ``url`` in a group of its own; it must stop with exit 78. Its log."""
+    refused = settings.model_copy(
+        update={
+            "redis": settings.redis.model_copy(update={"url": url}),
+            "stream": settings.stream.model_copy(update={"app_id": log_path.stem}),
+        }
+    )
+    with worker_process(refused, log_path) as proc:
+        proc.wait(90)
+        assert proc.returncode == 78, log_path.read_text()[-3000:]
+    return log_path.read_text()
+
+
+def test_an_acl_without_evalsha_or_the_keys_stops_the_worker_at_start(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    settings, server = _own_redis(stack_settings, tmp_path)
+    port = settings.stack.redis_port
+    admin = redis.Redis.from_url(settings.redis.url)
+    prefix = settings.redis.key_prefix
+    admin.acl_setuser(
+        "noeval", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-evalsha"]
+    )
+    admin.acl_setuser(
+        "otherkeys", enabled=True, passwords=["+pw"], keys=["other:*"], commands=["+@all"]
+    )
+    admin.acl_setuser(  # reads its keys, writes none
+        "readonly", enabled=True, passwords=["+pw"], keys=[f"%R~{prefix}:*"], commands=["+@all"]
+    )
+    try:
+        for user in ("noeval", "otherkeys", "readonly"):
+            text = _refused_at_start(
+                settings, f"redis://{user}:pw@127.0.0.1:{port}/0", tmp_path / f"acl-{user}.log"
+            )
+            assert f"Redis 127.0.0.1:{port}/0 refused streamrec" in text
+            assert "ready: ranker" not in text
+    finally:
+        server.process.stop()
+
+
+def test_a_redis_that_comes_up_refusing_the_password_stops_the_worker(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    import shutil
+    import subprocess
+
+    port = free_port()
+    url = f"redis://:wrong@127.0.0.1:{port}/0"
+    settings = stack_settings.model_copy(
+        update={
+            "redis": stack_settings.redis.model_copy(update={"url": url}),
+            "stream": stack_settings.stream.model_copy(update={"app_id": "comes-up-refusing"}),
+        }
+    )
+    log_path = tmp_path / "worker.log"
+    server = None
+    try:
+        with worker_process(settings, log_path) as proc:
+            wait_for(lambda: "is not reachable yet" in log_path.read_text(), timeout=90)
+            binary = shutil.which(settings.stack.redis_server) or "redis-server"
+            server = subprocess.Popen(
+                [
+                    *(binary, "--port", str(port), "--bind", "127.0.0.1"),
+                    *("--requirepass", "right", "--save", "", "--appendonly", "no"),
+                    *("--dir", str(tmp_path)),
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+            proc.wait(60)  # it checks again once Redis answers: not minutes of retries
+            assert proc.returncode == 78
+        assert f"Redis 127.0.0.1:{port}/0 refused streamrec" in log_path.read_text()
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(10)
