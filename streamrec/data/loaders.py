@@ -249,8 +249,16 @@ def _to_epoch_seconds(column: pd.Series) -> pd.Series:
             days = pd.to_datetime(
                 present.astype("int64").astype(str), format="%Y%m%d", utc=True, errors="coerce"
             )
-            if days.notna().mean() >= 0.9:
+            # Real epoch seconds in that range (August 1970) are dates ~4 % of the time; a
+            # log of days with a few bad values is dates nearly always.
+            if days.notna().mean() >= 0.5:
                 return _seconds(days).reindex(column.index)
+            log.warning(
+                "times like %r look like yyyymmdd dates, but %.0f %% of them are not dates: "
+                "read as epoch seconds (August 1970)",
+                int(present.iloc[0]),
+                100 * days.isna().mean(),
+            )
         # Milliseconds (or finer) since the epoch: anything past year 5000 in seconds.
         while present.abs().median() > 1e11:
             numeric, present = numeric / 1000.0, present / 1000.0
@@ -477,8 +485,9 @@ def _check_names(path: Path, delimiter: str, names: Sequence[str]) -> None:
 def _sniff(path: Path) -> str:
     """The separator of a text log: comma, tab, semicolon or pipe, whichever the first lines
     use consistently; comma when none does."""
-    with path.open(encoding="utf-8", errors="replace", newline="") as handle:
-        head = handle.read(65536)
+    # read through the file's compression (events.csv.gz), as pandas will read the rows
+    with get_handle(path, "r", compression="infer", encoding="utf-8", errors="replace") as handles:
+        head = str(handles.handle.read(65536))
     lines = head.splitlines()
     sample = "\n".join(lines[:-1] if len(lines) > 1 else lines)  # the last may be cut short
     try:

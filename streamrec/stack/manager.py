@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from streamrec.config import Settings
@@ -78,13 +79,20 @@ class Stack:
                 comp.process.stop()
             if isinstance(exc, OSError):
                 # A config, data or log file the stack writes: name it instead of a traceback.
-                where = exc.filename or self.settings.home
-                raise StackError(
-                    f"cannot write the local stack's files at {where} ({exc.strerror or exc}); "
-                    f"STREAMREC_HOME ({self.settings.home}) must be a writable directory"
-                ) from exc
+                raise StackError(self._unwritable(exc)) from exc
             raise
         return self.status()
+
+    def _unwritable(self, exc: OSError) -> str:
+        where = Path(exc.filename) if exc.filename else self.settings.home
+        setting, root = "STREAMREC_HOME", self.settings.home
+        cache = self.settings.cache_dir  # the jars, when not under the home
+        if cache is not None and where.is_relative_to(cache):
+            setting, root = "STREAMREC_CACHE_DIR", cache
+        return (
+            f"cannot write the local stack's files at {where} ({exc.strerror or exc}); "
+            f"{setting} ({root}) must be a writable directory"
+        )
 
     def down(self) -> list[str]:
         """Stop every component this stack started (by PID). Returns the names stopped."""

@@ -234,6 +234,12 @@ def test_the_separator_is_sniffed(tmp_path: Path, sep: str) -> None:
         rows[1][1] = "Heat, The (1995)"  # a comma inside a field of a non-comma log
     path.write_text("\n".join(sep.join(row) for row in rows) + "\n")
     assert list(load_interactions(path)["item_id"]) == [rows[1][1], "b"]
+    # and through a compression suffix, sniffed on the text, not the compressed bytes
+    import gzip
+
+    packed = tmp_path / "log.csv.gz"
+    packed.write_bytes(gzip.compress(path.read_bytes()))
+    assert list(load_interactions(packed)["item_id"]) == [rows[1][1], "b"]
 
 
 def test_rows_without_ids_or_times_are_dropped_with_a_warning(
@@ -336,6 +342,11 @@ def test_one_bad_day_stamp_is_dropped_not_read_as_seconds(tmp_path: Path) -> Non
     frame = load_interactions(_write(tmp_path / "days.csv", text))
     assert len(frame) == 19 and "bad" not in set(frame["item_id"])
     assert frame["timestamp"].iloc[0] == pd.Timestamp("2024-01-01", tz="UTC").timestamp()
+    # a small log: one bad day in five is still a log of days, not of August 1970
+    small = "user_id,item_id,date\n" + "".join(f"u,i{n},2024050{n}\n" for n in range(1, 5))
+    frame = load_interactions(_write(tmp_path / "few.csv", small + "u,bad,20240199\n"))
+    assert len(frame) == 4
+    assert frame["timestamp"].iloc[0] == pd.Timestamp("2024-05-01", tz="UTC").timestamp()
 
 
 def test_names_must_match_the_fields_of_the_file(tmp_path: Path) -> None:

@@ -84,3 +84,16 @@ def test_stack_up_on_a_home_it_cannot_write_is_one_line_naming_the_place(tmp_pat
     assert f"STREAMREC_HOME ({blocker / 'home'}) must be a writable directory" in " ".join(
         (done.stderr + done.stdout).split()
     )
+    # a cache directory of its own is named as such
+    env = {**env, "STREAMREC_HOME": str(tmp_path / "home"), "STREAMREC_CACHE_DIR": str(blocker)}
+    done = subprocess.run(
+        [sys.executable, "-m", "streamrec", "stack", "up"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert f"STREAMREC_CACHE_DIR ({blocker}) must be a writable directory" in " ".join(
+        (done.stderr + done.stdout).split()
+    )
