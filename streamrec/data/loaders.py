@@ -268,8 +268,12 @@ def _to_epoch_seconds(column: pd.Series) -> pd.Series:
 
 #: Day and month first, in either order (``02/01/2024``, ``2.1.24``): read with one order.
 _DAY_MONTH = r"\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}\b"
-#: A time of day with no date (``09:00``, ``23:59:59.5``).
-_TIME_OF_DAY = r"\d{1,2}:\d{2}(:\d{2}([.,]\d+)?)?"
+#: A time of day with no date (``09:00``, ``23:59:59.5``, ``9:00 AM``, ``09:00:00Z``,
+#: ``09:00+02:00``).
+_TIME_OF_DAY = (
+    r"\d{1,2}:\d{2}(:\d{2}([.,]\d+)?)?(\s*[AaPp]\.?[Mm]\.?)?"
+    r"(\s*(Z|z|UTC|GMT|[+-]\d{2}(:?\d{2})?))?"
+)
 
 
 def _parse_datetimes(column: pd.Series) -> pd.Series:
@@ -283,8 +287,10 @@ def _parse_datetimes(column: pd.Series) -> pd.Series:
         warnings.simplefilter("ignore", UserWarning)
         if len(present) and _all_match(present, _DAY_MONTH):
             fields = present.str.extract(r"^(\d{1,2})[/.\-](\d{1,2})").astype(int)
-            day_first = bool((fields[0] > 12).any())
-            if not day_first and not (fields[1] > 12).any() and (fields[0] != fields[1]).any():
+            # the order that reads more values: only day first reads 13/01, only month first 01/13
+            day_only, month_only = fields[0] > 12, fields[1] > 12
+            day_first = int(day_only.sum()) > int(month_only.sum())
+            if not day_only.any() and not month_only.any() and (fields[0] != fields[1]).any():
                 log.warning(
                     "dates like %r read month first: no value says which of its first two "
                     "fields is the day",
@@ -292,9 +298,12 @@ def _parse_datetimes(column: pd.Series) -> pd.Series:
                 )
             # value by value (times may be given to the minute in one row, the second in
             # another), in the one order the column's values allow
-            return pd.to_datetime(
+            parsed = pd.to_datetime(
                 text, utc=True, errors="coerce", format="mixed", dayfirst=day_first
             )
+            # pandas takes dayfirst as a hint, and would read the others the other way round
+            parsed[fields.index[month_only if day_first else day_only]] = pd.NaT
+            return parsed
         iso = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
         if iso.notna().sum() == len(present):
             return iso

@@ -334,6 +334,15 @@ def test_times_of_day_are_read_with_their_dates_or_refused(tmp_path: Path) -> No
     lone = "user_id,item_id,time\nu,A,23:00\nu,B,08:00\n"
     with pytest.raises(DataError, match="times of day only"):
         load_interactions(_write(tmp_path / "lone.csv", lone))
+    # with AM/PM or a zone too (pandas would date them today)
+    for one, two in (("9:00 AM", "11:30 PM"), ("09:00:00Z", "23:00:00Z"), ("09:00+02:00", "10:00")):
+        with pytest.raises(DataError, match="times of day only"):
+            load_interactions(_write(tmp_path / "lone.csv", f"user_id,item_id,time\nu,A,{one}\n"))
+        dated = f"user_id,item_id,date,time\nu,A,2024-05-01,{one}\nu,B,2024-05-02,{two}\n"
+        frame = load_interactions(_write(tmp_path / "dated.csv", dated))
+        assert pd.to_datetime(frame["timestamp"].iloc[0], unit="s").date().isoformat() == (
+            "2024-05-01"
+        )
 
 
 def test_one_bad_day_stamp_is_dropped_not_read_as_seconds(tmp_path: Path) -> None:
@@ -419,3 +428,21 @@ def test_day_first_dates_of_mixed_precision_and_compressed_logs(tmp_path: Path) 
     array = tmp_path / "log.json.gz"
     array.write_bytes(gzip.compress(b'[{"user": "u", "item": "x", "ts": 5}]'))
     assert list(load_interactions(array)["item_id"]) == ["x"]
+
+
+def test_a_day_first_column_reads_every_value_day_first(tmp_path: Path) -> None:
+    text = "user_id,item_id,date\nu,a,13/01/2024\nu,b,02/03/2024\nu,c,01/13/2024\n"
+    text += "u,d,14/03/2024\n"
+    frame = load_interactions(_write(tmp_path / "dm.csv", text))
+    # 01/13/2024 has no 13th month day first: unreadable, not 13 January read the other way
+    assert list(frame["item_id"]) == ["a", "b", "d"]
+    days = pd.to_datetime(frame["timestamp"], unit="s").dt.strftime("%F").tolist()
+    assert days == ["2024-01-13", "2024-03-02", "2024-03-14"]
+
+
+def test_the_day_month_order_is_the_one_that_reads_more_values(tmp_path: Path) -> None:
+    rows = ["u,a,13/01/2024"] + [f"u,m{n},01/{13 + n}/2024" for n in range(3)]
+    frame = load_interactions(
+        _write(tmp_path / "md.csv", "user_id,item_id,date\n" + "\n".join(rows))
+    )
+    assert list(frame["item_id"]) == ["m0", "m1", "m2"]  # month first; 13/01 is unreadable
