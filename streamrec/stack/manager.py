@@ -84,7 +84,10 @@ class Stack:
         return self.status()
 
     def _unwritable(self, exc: OSError) -> str:
-        where = Path(exc.filename) if exc.filename else self.settings.home
+        where = Path(exc.filename) if exc.filename else None
+        roots = (self.settings.home, self.settings.cache_path)
+        if where is None or not any(where.is_relative_to(root) for root in roots):
+            return f"cannot start the local stack: {exc}"  # e.g. a binary that cannot run
         setting, root = "STREAMREC_HOME", self.settings.home
         cache = self.settings.cache_dir  # the jars, when not under the home
         if cache is not None and where.is_relative_to(cache):

@@ -46,7 +46,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import redis.asyncio as aioredis
@@ -232,13 +232,15 @@ return results
 """
 
 
-# ACL refusals Redis answers as plain errors (no NOPERM class on every version).
-_REFUSED = re.compile(r"NOPERM|no permissions|can't access", re.IGNORECASE)
+# ACL refusals Redis answers as plain errors inside a script (7.0: "The user executing the
+# script can't access at least one of the keys", "... can't run this command").
+_REFUSED = re.compile(r"NOPERM|no permissions|can't access|can't run", re.IGNORECASE)
 
-# What the start-up check runs (StateStore.check_access): a read and a write under the prefix.
+# What the start-up check runs (StateStore.check_access): a read and a write under the prefix,
+# with commands state writes use (ZSCORE; SET ... XX, which writes nothing: the key never exists).
 _ACCESS_CHECK = """
-redis.call('ZCARD', ARGV[1])
-redis.call('DEL', ARGV[2])
+redis.call('ZSCORE', ARGV[1], ARGV[2])
+redis.call('SET', ARGV[2], '1', 'XX')
 return 1
 """
 
@@ -247,14 +249,15 @@ def redis_address(url: str) -> str:
     """``host:port/db`` (or the socket path) of a Redis URL, without user or password."""
     parts = urlsplit(url)
     if parts.scheme == "unix":
-        return parts.path
+        db = parse_qs(parts.query).get("db", [""])[0]
+        return parts.path + (f"?db={db}" if db else "")
     try:
         port = parts.port or 6379
     except ValueError:
         port = None
     host = parts.hostname or "localhost"
     host = f"[{host}]" if ":" in host else host
-    db = parts.path.strip("/")
+    db = parts.path.strip("/") or parse_qs(parts.query).get("db", [""])[0]
     return f"{host}:{port}" + (f"/{db}" if db else "") if port else host
 
 
@@ -457,34 +460,34 @@ class StateStore:
             return False
 
     async def check_access(self) -> str | None:
-        """Ask Redis once: None if it answers, else why not (it may come later).
+        """Ask Redis once: None if it takes the worker's reads and writes, else why not yet
+        (unreachable, loading, a read-only replica: it may change).
 
         Raises:
             ConfigError: Redis answered but refuses these credentials (a wrong password or
-                user, no password where one is needed, an ACL without the commands used):
-                retrying cannot help.
+                user, no password where one is needed, an ACL without the commands or keys
+                state uses): retrying cannot help.
         """
+        needs = (
+            "the user's ACL needs SCRIPT LOAD, EVALSHA and reading and writing keys "
+            f"{self.settings.key_prefix}:*"
+        )
         try:
             await self.client.ping()
-            # the commands and keys state writes use: a script by its digest (SCRIPT LOAD,
-            # EVALSHA) that reads and writes under the key prefix (an unused key, no data)
+            # a script by its digest, as state writes are, reading and writing a key of ours
             await self._evalsha(_ACCESS_CHECK, 0, self.keys.popularity(), self.keys.probe())
         except (AuthenticationError, NoPermissionError) as exc:
             raise ConfigError(
                 f"Redis {self.address} refused streamrec: {str(exc).rstrip('. ')}. Check the "
-                "user and password in STREAMREC_REDIS__URL (redis://user:password@host:port/db) "
-                "and the user's ACL: it needs SCRIPT LOAD, EVALSHA and the read commands, and "
-                f"keys {self.settings.key_prefix}:*"
+                "user and password in STREAMREC_REDIS__URL (redis://user:password@host:port/db); "
+                f"{needs}"
             ) from exc
         except ResponseError as exc:
-            # a key the ACL refuses inside a script is a plain error reply (Redis 7.0)
             if _REFUSED.search(str(exc)):
                 raise ConfigError(
-                    f"Redis {self.address} refused streamrec: {str(exc).rstrip('. ')}. The "
-                    f"user in STREAMREC_REDIS__URL needs keys {self.settings.key_prefix}:* "
-                    "(read and write)"
+                    f"Redis {self.address} refused streamrec: {str(exc).rstrip('. ')}; {needs}"
                 ) from exc
-            return f"{type(exc).__name__}: {exc}"
+            return f"{type(exc).__name__}: {exc}"  # READONLY (a replica), LOADING, OOM, ...
         except RedisError as exc:
             return f"{type(exc).__name__}: {exc}"
         return None

@@ -146,7 +146,7 @@ def build_app(settings: Settings, ranker: Ranker) -> faust.App:
         unreachable = await _check_redis(state)
         if unreachable:
             log.warning(
-                "Redis %s is not reachable yet (%s); batches wait for it "
+                "Redis %s does not take the worker's state yet (%s); batches wait for it "
                 "(STREAMREC_STREAM__STATE_RETRY_S)",
                 state.address,
                 unreachable,

@@ -217,8 +217,15 @@ def test_an_acl_without_evalsha_or_the_keys_stops_the_worker_at_start(
     admin.acl_setuser(  # reads its keys, writes none
         "readonly", enabled=True, passwords=["+pw"], keys=[f"%R~{prefix}:*"], commands=["+@all"]
     )
+    admin.acl_setuser(  # the read commands only
+        "reader",
+        enabled=True,
+        passwords=["+pw"],
+        keys=[f"{prefix}:*"],
+        commands=["+@read", "+script|load", "+evalsha", "+ping"],
+    )
     try:
-        for user in ("noeval", "otherkeys", "readonly"):
+        for user in ("noeval", "otherkeys", "readonly", "reader"):
             text = _refused_at_start(
                 settings, f"redis://{user}:pw@127.0.0.1:{port}/0", tmp_path / f"acl-{user}.log"
             )
@@ -246,7 +253,9 @@ def test_a_redis_that_comes_up_refusing_the_password_stops_the_worker(
     server = None
     try:
         with worker_process(settings, log_path) as proc:
-            wait_for(lambda: "is not reachable yet" in log_path.read_text(), timeout=90)
+            wait_for(
+                lambda: "does not take the worker's state yet" in log_path.read_text(), timeout=90
+            )
             binary = shutil.which(settings.stack.redis_server) or "redis-server"
             server = subprocess.Popen(
                 [
@@ -263,3 +272,31 @@ def test_a_redis_that_comes_up_refusing_the_password_stops_the_worker(
         if server is not None:
             server.terminate()
             server.wait(10)
+
+
+async def test_the_start_up_check_passes_an_acl_of_only_what_state_uses(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    from streamrec.state.store import StateStore
+
+    settings, server = _own_redis(stack_settings, tmp_path)
+    port = settings.stack.redis_port
+    prefix = settings.redis.key_prefix
+    admin = redis.Redis.from_url(settings.redis.url)
+    needed = "ping script|load evalsha get set hget hset hincrby lpush lrange ltrim sadd expire"
+    needed += " zadd zscore zrevrange hello client"
+    admin.acl_setuser(
+        "least",
+        enabled=True,
+        passwords=["+pw"],
+        keys=[f"{prefix}:*"],
+        commands=[f"+{command}" for command in needed.split()],
+    )
+    url = f"redis://least:pw@127.0.0.1:{port}/0"
+    store = StateStore.from_settings(settings.redis.model_copy(update={"url": url}))
+    try:
+        assert await store.check_access() is None
+        assert admin.exists(Keys(prefix).probe()) == 0  # the check writes nothing
+    finally:
+        await store.client.aclose()
+        server.process.stop()

@@ -97,3 +97,29 @@ def test_stack_up_on_a_home_it_cannot_write_is_one_line_naming_the_place(tmp_pat
     assert f"STREAMREC_CACHE_DIR ({blocker}) must be a writable directory" in " ".join(
         (done.stderr + done.stdout).split()
     )
+
+
+def test_a_binary_that_cannot_run_is_not_called_an_unwritable_home(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    fake = tmp_path / "bin" / "java"  # Java is checked first, before the jars
+    fake.parent.mkdir()
+    fake.write_bytes(b"\x7fELF\x00garbage")
+    fake.chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}",
+        "STREAMREC_HOME": str(tmp_path / "home"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "streamrec", "stack", "up"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = " ".join((done.stderr + done.stdout).split())
+    assert done.returncode == 1 and "Traceback" not in out
+    assert f"cannot start the local stack: [Errno 8] Exec format error: '{fake}'" in out
+    assert "writable" not in out

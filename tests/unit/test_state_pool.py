@@ -77,7 +77,8 @@ async def test_a_redis_that_refuses_connections_is_not_an_exhausted_pool() -> No
         ("redis://127.0.0.1:6379/0", "127.0.0.1:6379/0"),
         ("redis://:s3cret@cache.internal:6380/2", "cache.internal:6380/2"),
         ("rediss://app:s3cret@[::1]/", "[::1]:6379"),
-        ("unix:///run/redis.sock?db=1", "/run/redis.sock"),
+        ("unix:///run/redis.sock?db=1", "/run/redis.sock?db=1"),
+        ("redis://127.0.0.1:6379?db=3", "127.0.0.1:6379/3"),
     ],
 )
 def test_redis_is_named_by_its_address_never_its_credentials(url: str, address: str) -> None:
